@@ -1,0 +1,254 @@
+//! Shared helpers for the end-to-end suite: they talk to whatever cluster
+//! `KUBECONFIG` points at, so the local control plane (`make cluster-up`) and
+//! kind (`make kind-up`) run the same assertions. [`Cluster`] connects,
+//! [`TestNamespace`] gives each test a fresh namespace that is deleted again
+//! even when the test panics, [`ClusterScoped`] does the same for cluster-wide
+//! objects such as CRDs, and [`wait_for`] / [`poll_until`] await a condition
+//! with a deadline instead of sleeping.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+/// Labels every object the suite creates, so leftovers are easy to find:
+/// `kubectl get ns -l paystream.dev/e2e=true`.
+pub const E2E_LABEL: &str = "paystream.dev/e2e";
+
+/// Label of the fake (KWOK) nodes on both clusters; test pods select them.
+pub const KWOK_NODE_LABEL: (&str, &str) = ("type", "kwok");
+
+/// The pinned versions of the local control plane, shared with its scripts.
+const VERSIONS_ENV: &str = include_str!("../../controlplane/versions.env");
+
+/// The Kubernetes version the suite is pinned to (`KUBE_VERSION` in
+/// `e2e/controlplane/versions.env`), e.g. `v1.33.13`.
+pub fn pinned_kube_version() -> Result<&'static str> {
+    VERSIONS_ENV
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("KUBE_VERSION="))
+        .map(str::trim)
+        .context("KUBE_VERSION missing from e2e/controlplane/versions.env")
+}
+
+/// Major and minor of [`pinned_kube_version`]: `("1", "33")`.
+pub fn pinned_major_minor() -> Result<(&'static str, &'static str)> {
+    let version = pinned_kube_version()?;
+    let mut parts = version.trim_start_matches('v').split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => Ok((major, minor)),
+        _ => Err(anyhow!("malformed KUBE_VERSION {version:?}")),
+    }
+}
+
+/// A connection to the cluster under test, from `KUBECONFIG` (or the usual
+/// kubeconfig inference).
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    config: Config,
+}
+
+impl Cluster {
+    /// Connects with the inferred configuration.
+    pub async fn connect() -> Result<Self> {
+        let config = Config::infer()
+            .await
+            .context("no cluster configuration: set KUBECONFIG (make cluster-up prints it)")?;
+        let client = Client::try_from(config.clone()).context("building the Kubernetes client")?;
+        Ok(Self { client, config })
+    }
+
+    /// The client, authenticated as the kubeconfig's user (cluster admin).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The configuration the client was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A client that authenticates with the given bearer token instead of the
+    /// kubeconfig's credentials (same server, same CA).
+    pub fn client_with_token(&self, token: &str) -> Result<Client> {
+        let mut config = self.config.clone();
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+            .context("building token credentials")?;
+        Client::try_from(config).context("building the token client")
+    }
+}
+
+/// A DNS-label-safe name that is unique per call: `prefix-<time><counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:06x}{n:x}", (nanos >> 10) & 0xff_ffff)
+}
+
+/// Deletes a cluster-scoped object (a namespace, a CRD) when dropped, also
+/// when the test panics. The deletion runs on its own thread and runtime,
+/// because the test's runtime may be gone or blocked by then; it does not wait
+/// for finalizers.
+pub struct ClusterScoped<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    config: Config,
+    name: String,
+    armed: bool,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> ClusterScoped<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    /// Guards the object `name`, which must exist or be about to.
+    pub fn new(cluster: &Cluster, name: impl Into<String>) -> Self {
+        Self {
+            config: cluster.config.clone(),
+            name: name.into(),
+            armed: true,
+            kind: PhantomData,
+        }
+    }
+
+    /// The guarded object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Leaves the object in place (for debugging a failure by hand).
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<K> Drop for ClusterScoped<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let config = self.config.clone();
+        let name = self.name.clone();
+        let outcome = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let client = Client::try_from(config)?;
+                delete_ignoring_missing(&Api::<K>::all(client), &name).await
+            })
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("cleanup of {} {} failed: {err:#}", K::kind(&()), self.name),
+            Err(_) => eprintln!("cleanup of {} {} panicked", K::kind(&()), self.name),
+        }
+    }
+}
+
+/// A namespace of its own for one test, labelled [`E2E_LABEL`], deleted on
+/// drop.
+pub struct TestNamespace {
+    guard: ClusterScoped<Namespace>,
+}
+
+impl TestNamespace {
+    /// Creates `prefix-<unique>` and returns its guard.
+    pub async fn create(cluster: &Cluster, prefix: &str) -> Result<Self> {
+        let name = unique_name(prefix);
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { E2E_LABEL: "true" } }
+        }))?;
+        Api::<Namespace>::all(cluster.client())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(Self {
+            guard: ClusterScoped::new(cluster, name),
+        })
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        self.guard.name()
+    }
+}
+
+/// Awaits `condition` on the object `name`, for at most `timeout`. On timeout
+/// the error carries the object as last seen, to show why it never got there.
+pub async fn wait_for<K, C>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    condition: C,
+) -> Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    C: Condition<K>,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(object))) => Ok(object),
+        Ok(Ok(None)) => Err(anyhow!("{what}: {name} was deleted while waiting")),
+        Ok(Err(err)) => Err(anyhow!("{what}: watching {name} failed: {err}")),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            Err(anyhow!(
+                "{what}: not reached within {timeout:?}; last seen: {last:#?}"
+            ))
+        }
+    }
+}
+
+/// Calls `probe` until it returns `Some`, at most until `timeout`, with a
+/// short pause between probes; for conditions that cannot be watched (an
+/// aggregated API, a list). The error names the last probe failure.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => String::from("condition not met yet"),
+            Err(err) => format!("{err:#}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(anyhow!("{what}: not reached within {timeout:?} ({last})"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Deletes a namespaced or cluster-scoped object now, ignoring "not found".
+pub async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("deleting {name}")),
+    }
+}

@@ -1,0 +1,12 @@
+//! The paystream shared library.
+//!
+//! Everything that more than one deployable must agree on lives here and only
+//! here: the payment domain model ([`model`]) that the database schema, the
+//! read model and the API describe, and the change-event envelope
+//! ([`envelope`]) that the producer writes to Kafka and every consumer reads.
+//! The crate is pure: no I/O, no async runtime, so every rule in it is covered
+//! by plain unit tests.
+
+pub mod checkpoint;
+pub mod envelope;
+pub mod model;

@@ -1,0 +1,1770 @@
+//! Table layouts: what each column of a binlog row is, and when that changes.
+//!
+//! A row event carries values only; its TABLE_MAP event says which table and
+//! which binlog types. With `binlog_row_metadata=FULL` the TABLE_MAP also
+//! carries column names, signedness, charsets, ENUM/SET strings and the
+//! primary key, so [`TableSchema::from_table_map`] builds the layout from the
+//! event alone, as it was at that binlog position. What the binlog never says
+//! is which MariaDB column is JSON (MariaDB's JSON is LONGTEXT plus an
+//! automatic `CHECK (json_valid(col))`), so the layout is completed with a
+//! [`TableInfo`] read from `information_schema` ([`load_table_info`], the one
+//! I/O function here) and cached per table in a [`SchemaCache`]. When the
+//! TABLE_MAP lacks names (`binlog_row_metadata` MINIMAL or NO_LOG) the
+//! `TableInfo` supplies them, and a column count or type that disagrees with
+//! the binlog is reported as a DDL race rather than guessed around.
+//! [`ddl_touched_tables`] reads the SQL of a QUERY event just well enough to
+//! tell the cache which tables a DDL statement changed.
+
+use std::collections::HashMap;
+use std::io;
+
+use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_async::consts::ColumnType;
+use mysql_async::prelude::Queryable;
+
+/// A table layout could not be built or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The TABLE_MAP optional metadata is malformed.
+    #[error("malformed TABLE_MAP metadata for {table}: {source}")]
+    Metadata {
+        /// `db.table`.
+        table: String,
+        /// The parse error.
+        source: io::Error,
+    },
+    /// Neither the TABLE_MAP nor `information_schema` named the columns.
+    #[error(
+        "no column names for {table}: the TABLE_MAP has none \
+         (binlog_row_metadata is not FULL) and no information_schema layout was given"
+    )]
+    NoColumnNames {
+        /// `db.table`.
+        table: String,
+    },
+    /// `information_schema` and the binlog disagree on the number of columns:
+    /// the table changed between the binlog position and the schema query.
+    #[error(
+        "column count mismatch for {table}: the binlog has {binlog} columns, \
+         information_schema has {info} (a DDL ran between the event and the schema query)"
+    )]
+    ColumnCountMismatch {
+        /// `db.table`.
+        table: String,
+        /// Columns in the TABLE_MAP.
+        binlog: usize,
+        /// Columns in `information_schema`.
+        info: usize,
+    },
+    /// `information_schema` and the binlog disagree on a column's type.
+    #[error(
+        "type mismatch for {table} column {index} ({column}): the binlog has {binlog}, \
+         information_schema has {info} (a DDL ran between the event and the schema query)"
+    )]
+    TypeMismatch {
+        /// `db.table`.
+        table: String,
+        /// Column position (0-based).
+        index: usize,
+        /// Column name per `information_schema`.
+        column: String,
+        /// Binlog type.
+        binlog: String,
+        /// `information_schema` DATA_TYPE.
+        info: String,
+    },
+    /// The primary-key metadata points past the last column.
+    #[error("primary key of {table} names column {index}, but the table has {count} columns")]
+    BadPrimaryKey {
+        /// `db.table`.
+        table: String,
+        /// The column index named.
+        index: u64,
+        /// Number of columns.
+        count: usize,
+    },
+    /// `information_schema` has no such table.
+    #[error("table {table} not found in information_schema (dropped, or no privilege)")]
+    TableNotFound {
+        /// `db.table`.
+        table: String,
+    },
+    /// A query against `information_schema` failed.
+    #[error("loading the layout of {table} from information_schema failed: {source}")]
+    Query {
+        /// `db.table`.
+        table: String,
+        /// The driver error.
+        source: mysql_async::Error,
+    },
+}
+
+/// How a text column's bytes are encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextEncoding {
+    /// utf8mb4 / utf8mb3 (any collation): decoded as strict UTF-8.
+    Utf8,
+    /// MySQL's latin1, which is Windows-1252.
+    Latin1,
+    /// 7-bit ASCII.
+    Ascii,
+    /// A charset this decoder does not convert (ucs2, utf16, sjis, ...):
+    /// decoding a value fails with an error naming the column and charset.
+    Unsupported(String),
+}
+
+/// What a column holds, resolved from the binlog type, its metadata and
+/// `information_schema`: everything the decoder needs and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// TINYINT (1), SMALLINT (2), MEDIUMINT (3), INT (4) or BIGINT (8) bytes;
+    /// signedness is [`ColumnSchema::unsigned`].
+    Integer {
+        /// Storage width in bytes.
+        bytes: u8,
+    },
+    /// FLOAT.
+    Float,
+    /// DOUBLE.
+    Double,
+    /// DECIMAL(precision, scale).
+    Decimal {
+        /// Total digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// YEAR.
+    Year,
+    /// DATE.
+    Date,
+    /// DATETIME(fsp).
+    DateTime {
+        /// Fractional-second digits (0-6).
+        fsp: u8,
+    },
+    /// TIMESTAMP(fsp).
+    Timestamp {
+        /// Fractional-second digits (0-6).
+        fsp: u8,
+    },
+    /// TIME(fsp).
+    Time {
+        /// Fractional-second digits (0-6).
+        fsp: u8,
+    },
+    /// BIT(bits).
+    Bit {
+        /// Declared width, 1-64.
+        bits: u16,
+    },
+    /// CHAR, VARCHAR, TEXT: text in the given encoding.
+    Text(TextEncoding),
+    /// VARBINARY, BLOB (binary charset): raw bytes.
+    Binary,
+    /// BINARY(length): raw bytes, right-padded with 0x00 to `length` as
+    /// stored. The binlog drops the trailing 0x00 bytes (checked on MariaDB
+    /// 10.11: `BINARY(4)` 'A' is logged as one byte, `SELECT` returns four);
+    /// the decoder restores them so the binlog and a snapshot agree.
+    FixedBinary {
+        /// Declared length in bytes.
+        length: u16,
+    },
+    /// A MariaDB JSON column: LONGTEXT holding JSON text.
+    JsonText,
+    /// A MySQL JSON column: binary JSONB.
+    JsonBinary,
+    /// ENUM with its values in definition order (index 1 is the first);
+    /// empty when neither the binlog nor `information_schema` gave them.
+    Enum {
+        /// Values in definition order.
+        values: Vec<String>,
+    },
+    /// SET with its values in definition order (bit 0 is the first); empty
+    /// when unknown.
+    Set {
+        /// Values in definition order.
+        values: Vec<String>,
+    },
+    /// GEOMETRY and its subtypes: MySQL's internal SRID + WKB bytes.
+    Geometry,
+    /// A binlog type this decoder does not handle; decoding fails.
+    Unsupported {
+        /// The binlog type, for the error message.
+        type_name: String,
+    },
+}
+
+/// One column of a [`TableSchema`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSchema {
+    /// Column name.
+    pub name: String,
+    /// Binlog type from the TABLE_MAP (ENUM/SET resolved from STRING);
+    /// `None` for a type code `mysql_common` does not know.
+    pub column_type: Option<ColumnType>,
+    /// The raw binlog type code.
+    pub raw_type: u8,
+    /// The column's type-specific TABLE_MAP metadata bytes.
+    pub type_meta: Vec<u8>,
+    /// UNSIGNED (numeric columns only).
+    pub unsigned: bool,
+    /// The TABLE_MAP null bit: whether the column accepts NULL.
+    pub nullable: bool,
+    /// Collation id from the TABLE_MAP, for character and ENUM/SET columns.
+    pub collation: Option<u16>,
+    /// How to decode the column.
+    pub kind: ColumnKind,
+}
+
+impl ColumnSchema {
+    /// Whether the column holds JSON (MariaDB LONGTEXT-JSON or MySQL JSON).
+    pub fn is_json(&self) -> bool {
+        matches!(self.kind, ColumnKind::JsonText | ColumnKind::JsonBinary)
+    }
+}
+
+/// A table's layout at one binlog position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Database (schema) name.
+    pub db: String,
+    /// Table name.
+    pub table: String,
+    /// The TABLE_MAP table id the layout was built from.
+    pub table_id: u64,
+    /// Columns in table order.
+    pub columns: Vec<ColumnSchema>,
+    /// Primary-key column names in key order; empty for a table without one.
+    pub primary_key: Vec<String>,
+}
+
+/// What `information_schema` says about one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// `DATA_TYPE`, lowercase (`bigint`, `longtext`, `json`, ...).
+    pub data_type: String,
+    /// `COLUMN_TYPE`, lowercase (`bigint(20) unsigned`, `enum('a','b')`).
+    pub column_type: String,
+    /// `CHARACTER_SET_NAME`, for character columns.
+    pub charset: Option<String>,
+    /// `IS_NULLABLE`.
+    pub nullable: bool,
+    /// The column holds JSON: MySQL's `json` type, or on MariaDB a text
+    /// column with a CHECK constraint containing `json_valid(col)`.
+    pub is_json: bool,
+}
+
+impl ColumnInfo {
+    /// Whether `COLUMN_TYPE` says UNSIGNED.
+    pub fn unsigned(&self) -> bool {
+        self.column_type.split_whitespace().any(|w| w == "unsigned")
+    }
+
+    /// The values of an ENUM or SET column, parsed from `COLUMN_TYPE`
+    /// (`enum('a','it''s')`); `None` for other columns.
+    pub fn enum_or_set_values(&self) -> Option<Vec<String>> {
+        let rest = self
+            .column_type
+            .strip_prefix("enum(")
+            .or_else(|| self.column_type.strip_prefix("set("))?;
+        parse_quoted_list(rest)
+    }
+}
+
+/// Parses `'a','it''s')` (the tail of an ENUM/SET `COLUMN_TYPE`).
+fn parse_quoted_list(s: &str) -> Option<Vec<String>> {
+    let mut values = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    value.push('\'');
+                }
+                '\'' => break,
+                '\\' => value.push(chars.next()?),
+                c => value.push(c),
+            }
+        }
+        values.push(value);
+        match chars.next()? {
+            ',' => continue,
+            ')' => return Some(values),
+            _ => return None,
+        }
+    }
+}
+
+/// What `information_schema` says about a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Database.
+    pub db: String,
+    /// Table.
+    pub table: String,
+    /// Columns in `ORDINAL_POSITION` order.
+    pub columns: Vec<ColumnInfo>,
+    /// Primary-key columns in key order.
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Loads a table's layout from `information_schema` with parameterised
+/// queries: columns, primary key and, on MariaDB, which text columns are
+/// JSON. Needs SELECT on the table (the CDC user has it on `payments`).
+///
+/// MariaDB detail (checked on 10.11): a `JSON` column is reported as
+/// `DATA_TYPE = 'longtext'`, and its automatic `json_valid` check appears in
+/// `information_schema.CHECK_CONSTRAINTS` as a column-level constraint named
+/// after the column (`LEVEL = 'Column'`). An explicit column CHECK replaces
+/// the automatic one, so any check clause containing `json_valid(`col`)`
+/// marks the column as JSON; a plain `LONGTEXT CHECK (json_valid(c))` is
+/// indistinguishable from `JSON` on MariaDB and is treated the same.
+pub async fn load_table_info(
+    conn: &mut mysql_async::Conn,
+    db: &str,
+    table: &str,
+) -> Result<TableInfo, SchemaError> {
+    let qualified = || format!("{db}.{table}");
+    let query_err = |source| SchemaError::Query {
+        table: qualified(),
+        source,
+    };
+    let rows: Vec<(String, String, String, Option<String>, String)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE \
+             FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .map_err(query_err)?;
+    if rows.is_empty() {
+        return Err(SchemaError::TableNotFound { table: qualified() });
+    }
+    let primary_key: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+             ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .map_err(query_err)?;
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(query_err)?;
+    // MySQL has a native JSON type; its CHECK_CONSTRAINTS view has no
+    // TABLE_NAME column, so the check query is MariaDB-only.
+    let checks: Vec<String> = if version.is_some_and(|v| v.contains("MariaDB")) {
+        conn.exec(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, table),
+        )
+        .await
+        .map_err(query_err)?
+    } else {
+        Vec::new()
+    };
+    let columns = rows
+        .into_iter()
+        .map(|(name, data_type, column_type, charset, nullable)| {
+            let data_type = data_type.to_ascii_lowercase();
+            let is_json = data_type == "json"
+                || (is_text_data_type(&data_type) && json_checked(&checks, &name));
+            ColumnInfo {
+                name,
+                data_type,
+                column_type: column_type.to_ascii_lowercase(),
+                charset,
+                nullable: nullable.eq_ignore_ascii_case("YES"),
+                is_json,
+            }
+        })
+        .collect();
+    Ok(TableInfo {
+        db: db.to_string(),
+        table: table.to_string(),
+        columns,
+        primary_key,
+    })
+}
+
+fn is_text_data_type(data_type: &str) -> bool {
+    matches!(
+        data_type,
+        "longtext" | "mediumtext" | "text" | "tinytext" | "varchar" | "char"
+    )
+}
+
+/// Whether any check clause validates `column` with `json_valid`.
+fn json_checked(checks: &[String], column: &str) -> bool {
+    let needle = format!("json_valid(`{}`)", column.replace('`', "``")).to_lowercase();
+    checks
+        .iter()
+        .any(|clause| clause.to_lowercase().replace(' ', "").contains(&needle))
+}
+
+/// Classifies a collation id by charset. The ids are the union of MySQL 8
+/// and MariaDB 10.11 (read from `information_schema.COLLATIONS`, including
+/// MariaDB's UCA-14.0 blocks from id 2048: 256 ids per charset, utf8mb3,
+/// utf8mb4, ucs2, utf16, utf32 in that order).
+fn encoding_of_collation(id: u16) -> Option<TextEncoding> {
+    match id {
+        63 => None, // binary: not text
+        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 | 1032 | 1071 => Some(TextEncoding::Latin1),
+        11 | 65 | 1035 | 1089 => Some(TextEncoding::Ascii),
+        33 | 76 | 83 | 192..=215 | 223 | 576..=578 | 1057 | 1107 | 1216 | 1238 => {
+            Some(TextEncoding::Utf8)
+        }
+        45 | 46 | 224..=247 | 255..=323 | 608..=610 | 1069 | 1070 | 1248 | 1270 => {
+            Some(TextEncoding::Utf8)
+        }
+        2048..=2559 => Some(TextEncoding::Utf8),
+        2560..=2815 => Some(TextEncoding::Unsupported("ucs2".into())),
+        2816..=3071 => Some(TextEncoding::Unsupported("utf16".into())),
+        3072..=3327 => Some(TextEncoding::Unsupported("utf32".into())),
+        other => Some(TextEncoding::Unsupported(format!("collation id {other}"))),
+    }
+}
+
+/// The encoding `information_schema` names; `None` for binary.
+fn encoding_of_charset_name(name: &str) -> Option<TextEncoding> {
+    match name.to_ascii_lowercase().as_str() {
+        "binary" => None,
+        "utf8mb4" | "utf8mb3" | "utf8" => Some(TextEncoding::Utf8),
+        "latin1" => Some(TextEncoding::Latin1),
+        "ascii" => Some(TextEncoding::Ascii),
+        other => Some(TextEncoding::Unsupported(other.to_string())),
+    }
+}
+
+/// Whether `data_type` (from `information_schema`) can be stored with
+/// binlog type `ty`. Unknown data types (plugins such as MariaDB's UUID or
+/// INET6) are accepted: the check exists to catch DDL races, not to police.
+fn info_type_compatible(ty: ColumnType, data_type: &str) -> bool {
+    use ColumnType::*;
+    let expected: &[&str] = match ty {
+        MYSQL_TYPE_TINY => &["tinyint", "bool", "boolean"],
+        MYSQL_TYPE_SHORT => &["smallint"],
+        MYSQL_TYPE_INT24 => &["mediumint"],
+        MYSQL_TYPE_LONG => &["int", "integer"],
+        MYSQL_TYPE_LONGLONG => &["bigint"],
+        MYSQL_TYPE_FLOAT => &["float"],
+        MYSQL_TYPE_DOUBLE => &["double", "real", "double precision"],
+        MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => &["decimal", "numeric", "fixed"],
+        MYSQL_TYPE_YEAR => &["year"],
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => &["date"],
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => &["time"],
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => &["datetime"],
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => &["timestamp"],
+        MYSQL_TYPE_BIT => &["bit"],
+        MYSQL_TYPE_ENUM => &["enum"],
+        MYSQL_TYPE_SET => &["set"],
+        MYSQL_TYPE_STRING => &["char", "binary"],
+        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => &["varchar", "varbinary"],
+        MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB => {
+            &[
+                "tinyblob",
+                "blob",
+                "mediumblob",
+                "longblob",
+                "tinytext",
+                "text",
+                "mediumtext",
+                "longtext",
+                "json",
+            ]
+        }
+        MYSQL_TYPE_JSON => &["json"],
+        MYSQL_TYPE_GEOMETRY => &[
+            "geometry",
+            "point",
+            "linestring",
+            "polygon",
+            "multipoint",
+            "multilinestring",
+            "multipolygon",
+            "geometrycollection",
+            "geomcollection",
+        ],
+        _ => return true,
+    };
+    const KNOWN: &[&str] = &[
+        "tinyint",
+        "bool",
+        "boolean",
+        "smallint",
+        "mediumint",
+        "int",
+        "integer",
+        "bigint",
+        "float",
+        "double",
+        "real",
+        "decimal",
+        "numeric",
+        "fixed",
+        "year",
+        "date",
+        "time",
+        "datetime",
+        "timestamp",
+        "bit",
+        "enum",
+        "set",
+        "char",
+        "binary",
+        "varchar",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+        "tinytext",
+        "text",
+        "mediumtext",
+        "longtext",
+        "json",
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+        "geomcollection",
+    ];
+    expected.contains(&data_type) || !KNOWN.contains(&data_type)
+}
+
+/// The optional metadata of a TABLE_MAP, per column.
+struct Metadata {
+    names: Vec<String>,
+    /// One flag per numeric column, in order.
+    unsigned: Vec<bool>,
+    /// One collation per character column, in order (possibly fewer).
+    charsets: Vec<u16>,
+    /// One collation per ENUM/SET column, in order (possibly fewer).
+    enum_set_charsets: Vec<u16>,
+    enum_values: Vec<Vec<String>>,
+    set_values: Vec<Vec<String>>,
+    primary_key: Vec<u64>,
+}
+
+fn read_metadata(
+    tme: &TableMapEvent<'_>,
+    character_columns: usize,
+    enum_set_columns: usize,
+) -> io::Result<Metadata> {
+    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+    let names = extractor
+        .iter_column_name()
+        .map(|n| n.map(|n| n.name().into_owned()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let unsigned = extractor.iter_signedness().collect();
+    // Both charset iterators repeat the default charset forever.
+    let charsets = extractor
+        .iter_charset()
+        .take(character_columns)
+        .collect::<io::Result<Vec<_>>>()?;
+    let enum_set_charsets = extractor
+        .iter_enum_and_set_charset()
+        .take(enum_set_columns)
+        .collect::<io::Result<Vec<_>>>()?;
+    let primary_key = extractor
+        .iter_primary_key()
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut enum_values = Vec::new();
+    let mut set_values = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::EnumStrValue(values) => {
+                for column in values.iter_values() {
+                    let column = column?;
+                    enum_values.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for column in values.iter_values() {
+                    let column = column?;
+                    set_values.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Metadata {
+        names,
+        unsigned,
+        charsets,
+        enum_set_charsets,
+        enum_values,
+        set_values,
+        primary_key,
+    })
+}
+
+/// The declared byte length of a CHAR/BINARY column from its two metadata
+/// bytes (real type and length, with the length's high bits folded into the
+/// first byte for lengths over 255).
+fn fixed_string_length(meta: &[u8]) -> u16 {
+    match *meta {
+        [byte0, byte1, ..] => {
+            let high = if byte0 & 0x30 != 0x30 {
+                (u16::from(byte0 & 0x30) ^ 0x30) << 4
+            } else {
+                0
+            };
+            high | u16::from(byte1)
+        }
+        _ => 0,
+    }
+}
+
+fn type_name(ty: Option<ColumnType>, raw: u8) -> String {
+    match ty {
+        Some(ty) => format!("{ty:?}"),
+        None => format!("binlog type {raw}"),
+    }
+}
+
+impl TableSchema {
+    /// Builds the layout of the table a TABLE_MAP describes.
+    ///
+    /// Names, signedness, charsets, ENUM/SET values and the primary key come
+    /// from the TABLE_MAP's optional metadata when present (it describes the
+    /// table at this binlog position). `info` is consulted by column name
+    /// for what the binlog cannot say (MariaDB JSON columns) and fills in
+    /// whatever the metadata lacks. When the TABLE_MAP has no names, `info`
+    /// supplies them by position; then its column count and types must
+    /// agree with the binlog, or the result is a clear DDL-race error.
+    ///
+    /// On MariaDB pass `info` for any table with JSON columns: without it a
+    /// JSON column decodes as its text.
+    pub fn from_table_map(
+        tme: &TableMapEvent<'_>,
+        info: Option<&TableInfo>,
+    ) -> Result<TableSchema, SchemaError> {
+        let db = tme.database_name().into_owned();
+        let table = tme.table_name().into_owned();
+        let count = usize::try_from(tme.columns_count()).unwrap_or(usize::MAX);
+        let types: Vec<(u8, Option<ColumnType>)> = (0..count)
+            .map(|i| {
+                let raw = tme
+                    .get_raw_column_type(i)
+                    .ok()
+                    .flatten()
+                    .map(|t| t as u8)
+                    .unwrap_or(ColumnType::MYSQL_TYPE_UNKNOWN as u8);
+                (raw, tme.get_column_type(i).ok().flatten())
+            })
+            .collect();
+        let character_columns = types
+            .iter()
+            .filter(|(_, t)| t.is_some_and(|t| t.is_character_type()))
+            .count();
+        let enum_set_columns = types
+            .iter()
+            .filter(|(_, t)| t.is_some_and(|t| t.is_enum_or_set_type()))
+            .count();
+        let qualified = format!("{db}.{table}");
+        let meta = read_metadata(tme, character_columns, enum_set_columns).map_err(|source| {
+            SchemaError::Metadata {
+                table: qualified.clone(),
+                source,
+            }
+        })?;
+
+        let from_metadata = !meta.names.is_empty();
+        let names: Vec<String> = if from_metadata {
+            meta.names.clone()
+        } else if let Some(info) = info {
+            if info.columns.len() != count {
+                return Err(SchemaError::ColumnCountMismatch {
+                    table: qualified,
+                    binlog: count,
+                    info: info.columns.len(),
+                });
+            }
+            info.columns.iter().map(|c| c.name.clone()).collect()
+        } else {
+            return Err(SchemaError::NoColumnNames { table: qualified });
+        };
+        if names.len() != count {
+            // The TABLE_MAP contradicts itself; treat it as malformed.
+            return Err(SchemaError::Metadata {
+                table: qualified,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} column names for {count} columns", names.len()),
+                ),
+            });
+        }
+
+        let nulls = tme.null_bitmask();
+        let mut numeric = 0;
+        let mut character = 0;
+        let mut enum_set = 0;
+        let mut enums = 0;
+        let mut sets = 0;
+        let mut columns = Vec::with_capacity(count);
+        for (i, (name, &(raw_type, column_type))) in names.iter().zip(&types).enumerate() {
+            let col_info = info.and_then(|info| {
+                if from_metadata {
+                    info.column(name)
+                } else {
+                    info.columns.get(i)
+                }
+            });
+            if let (false, Some(ty), Some(ci)) = (from_metadata, column_type, col_info)
+                && !info_type_compatible(ty, &ci.data_type)
+            {
+                return Err(SchemaError::TypeMismatch {
+                    table: qualified,
+                    index: i,
+                    column: name.clone(),
+                    binlog: format!("{ty:?}"),
+                    info: ci.data_type.clone(),
+                });
+            }
+            let type_meta = tme.get_column_metadata(i).unwrap_or_default().to_vec();
+
+            let mut unsigned = col_info.is_some_and(ColumnInfo::unsigned);
+            if column_type.is_some_and(|t| t.is_numeric_type()) {
+                if let Some(&flag) = meta.unsigned.get(numeric) {
+                    unsigned = flag;
+                }
+                numeric += 1;
+            }
+            let mut collation = None;
+            if column_type.is_some_and(|t| t.is_character_type()) {
+                collation = meta.charsets.get(character).copied();
+                character += 1;
+            } else if column_type.is_some_and(|t| t.is_enum_or_set_type()) {
+                collation = meta.enum_set_charsets.get(enum_set).copied();
+                enum_set += 1;
+            }
+
+            let encoding = || -> Option<TextEncoding> {
+                match (collation, col_info.and_then(|c| c.charset.as_deref())) {
+                    (Some(id), name) => match encoding_of_collation(id) {
+                        Some(TextEncoding::Unsupported(_)) if name.is_some() => {
+                            name.and_then(encoding_of_charset_name)
+                        }
+                        other => other,
+                    },
+                    (None, Some(name)) => encoding_of_charset_name(name),
+                    (None, None) => {
+                        // No charset anywhere: binary by binlog type is still
+                        // knowable for BLOB vs TEXT only through info; text
+                        // is the likelier and is decoded strictly.
+                        Some(TextEncoding::Utf8)
+                    }
+                }
+            };
+            let fsp = || type_meta.first().copied().unwrap_or(0);
+            use ColumnType::*;
+            let kind = match column_type {
+                None => ColumnKind::Unsupported {
+                    type_name: type_name(None, raw_type),
+                },
+                Some(ty) => match ty {
+                    MYSQL_TYPE_TINY => ColumnKind::Integer { bytes: 1 },
+                    MYSQL_TYPE_SHORT => ColumnKind::Integer { bytes: 2 },
+                    MYSQL_TYPE_INT24 => ColumnKind::Integer { bytes: 3 },
+                    MYSQL_TYPE_LONG => ColumnKind::Integer { bytes: 4 },
+                    MYSQL_TYPE_LONGLONG => ColumnKind::Integer { bytes: 8 },
+                    MYSQL_TYPE_FLOAT => ColumnKind::Float,
+                    MYSQL_TYPE_DOUBLE => ColumnKind::Double,
+                    MYSQL_TYPE_NEWDECIMAL => ColumnKind::Decimal {
+                        precision: type_meta.first().copied().unwrap_or(0),
+                        scale: type_meta.get(1).copied().unwrap_or(0),
+                    },
+                    MYSQL_TYPE_YEAR => ColumnKind::Year,
+                    MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
+                    MYSQL_TYPE_DATETIME => ColumnKind::DateTime { fsp: 0 },
+                    MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime { fsp: fsp() },
+                    MYSQL_TYPE_TIMESTAMP => ColumnKind::Timestamp { fsp: 0 },
+                    MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp { fsp: fsp() },
+                    MYSQL_TYPE_TIME => ColumnKind::Time { fsp: 0 },
+                    MYSQL_TYPE_TIME2 => ColumnKind::Time { fsp: fsp() },
+                    MYSQL_TYPE_BIT => ColumnKind::Bit {
+                        bits: u16::from(type_meta.get(1).copied().unwrap_or(0)) * 8
+                            + u16::from(type_meta.first().copied().unwrap_or(0)),
+                    },
+                    MYSQL_TYPE_JSON => ColumnKind::JsonBinary,
+                    MYSQL_TYPE_ENUM => {
+                        let values = meta
+                            .enum_values
+                            .get(enums)
+                            .cloned()
+                            .or_else(|| col_info.and_then(ColumnInfo::enum_or_set_values))
+                            .unwrap_or_default();
+                        enums += 1;
+                        ColumnKind::Enum { values }
+                    }
+                    MYSQL_TYPE_SET => {
+                        let values = meta
+                            .set_values
+                            .get(sets)
+                            .cloned()
+                            .or_else(|| col_info.and_then(ColumnInfo::enum_or_set_values))
+                            .unwrap_or_default();
+                        sets += 1;
+                        ColumnKind::Set { values }
+                    }
+                    MYSQL_TYPE_GEOMETRY => ColumnKind::Geometry,
+                    MYSQL_TYPE_STRING
+                    | MYSQL_TYPE_VARCHAR
+                    | MYSQL_TYPE_VAR_STRING
+                    | MYSQL_TYPE_BLOB
+                    | MYSQL_TYPE_TINY_BLOB
+                    | MYSQL_TYPE_MEDIUM_BLOB
+                    | MYSQL_TYPE_LONG_BLOB => {
+                        let binary_by_info = collation.is_none()
+                            && col_info.is_some_and(|c| {
+                                c.charset.is_none()
+                                    && matches!(
+                                        c.data_type.as_str(),
+                                        "binary"
+                                            | "varbinary"
+                                            | "tinyblob"
+                                            | "blob"
+                                            | "mediumblob"
+                                            | "longblob"
+                                    )
+                            });
+                        let binary = if ty == MYSQL_TYPE_STRING {
+                            ColumnKind::FixedBinary {
+                                length: fixed_string_length(&type_meta),
+                            }
+                        } else {
+                            ColumnKind::Binary
+                        };
+                        match encoding() {
+                            _ if binary_by_info => binary,
+                            None => binary,
+                            Some(_) if col_info.is_some_and(|c| c.is_json) => ColumnKind::JsonText,
+                            Some(enc) => ColumnKind::Text(enc),
+                        }
+                    }
+                    other => ColumnKind::Unsupported {
+                        type_name: format!("{other:?}"),
+                    },
+                },
+            };
+            columns.push(ColumnSchema {
+                name: name.clone(),
+                column_type,
+                raw_type,
+                type_meta,
+                unsigned,
+                nullable: nulls.get(i).is_some_and(|b| *b),
+                collation,
+                kind,
+            });
+        }
+
+        let primary_key = if from_metadata {
+            meta.primary_key
+                .iter()
+                .map(|&index| {
+                    usize::try_from(index)
+                        .ok()
+                        .and_then(|i| names.get(i))
+                        .cloned()
+                        .ok_or_else(|| SchemaError::BadPrimaryKey {
+                            table: qualified.clone(),
+                            index,
+                            count,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            info.map(|i| i.primary_key.clone()).unwrap_or_default()
+        };
+
+        Ok(TableSchema {
+            db,
+            table,
+            table_id: tme.table_id(),
+            columns,
+            primary_key,
+        })
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// `information_schema` layouts by (db, table), so each table is queried
+/// once until a DDL statement touches it.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    tables: HashMap<(String, String), TableInfo>,
+}
+
+impl SchemaCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cached layout of `db.table`.
+    pub fn get(&self, db: &str, table: &str) -> Option<&TableInfo> {
+        self.tables.get(&(db.to_string(), table.to_string()))
+    }
+
+    /// Caches a layout, replacing any previous one for the same table.
+    pub fn insert(&mut self, info: TableInfo) {
+        self.tables
+            .insert((info.db.clone(), info.table.clone()), info);
+    }
+
+    /// The cached layout of `db.table`, loading it on a miss.
+    pub async fn get_or_load(
+        &mut self,
+        conn: &mut mysql_async::Conn,
+        db: &str,
+        table: &str,
+    ) -> Result<&TableInfo, SchemaError> {
+        let key = (db.to_string(), table.to_string());
+        if !self.tables.contains_key(&key) {
+            let info = load_table_info(conn, db, table).await?;
+            self.tables.insert(key.clone(), info);
+        }
+        self.tables
+            .get(&key)
+            .ok_or_else(|| SchemaError::TableNotFound {
+                table: format!("{db}.{table}"),
+            })
+    }
+
+    /// Forgets `db.table`; returns whether it was cached.
+    pub fn invalidate(&mut self, db: &str, table: &str) -> bool {
+        self.tables
+            .remove(&(db.to_string(), table.to_string()))
+            .is_some()
+    }
+
+    /// Forgets every table of `db`.
+    pub fn invalidate_database(&mut self, db: &str) {
+        self.tables.retain(|(d, _), _| d != db);
+    }
+
+    /// Forgets everything.
+    pub fn invalidate_all(&mut self) {
+        self.tables.clear();
+    }
+
+    /// Forgets what a DDL statement may have changed.
+    pub fn apply(&mut self, effect: &DdlEffect) {
+        match effect {
+            DdlEffect::None | DdlEffect::Temporary => {}
+            DdlEffect::Tables { tables, .. } => {
+                for t in tables {
+                    self.invalidate(&t.db, &t.table);
+                }
+            }
+            DdlEffect::Database(db) => self.invalidate_database(db),
+            DdlEffect::All => self.invalidate_all(),
+        }
+    }
+
+    /// Number of cached tables.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+/// A table named by a statement, qualified with the event's default
+/// database when the statement did not qualify it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    /// Database.
+    pub db: String,
+    /// Table.
+    pub table: String,
+}
+
+/// Which kind of table DDL a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DdlOp {
+    /// CREATE TABLE (including `LIKE` and `... SELECT`) or CREATE SEQUENCE.
+    Create,
+    /// ALTER TABLE, CREATE INDEX, DROP INDEX, ALTER SEQUENCE.
+    Alter,
+    /// DROP TABLE or DROP SEQUENCE.
+    Drop,
+    /// RENAME TABLE (old and new names are both listed).
+    Rename,
+    /// TRUNCATE TABLE.
+    Truncate,
+}
+
+/// What a QUERY event's statement means for cached table layouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlEffect {
+    /// Not a table DDL (BEGIN, COMMIT, GRANT, CREATE VIEW, ...): keep all.
+    None,
+    /// DDL on temporary tables only: keep all. In ROW format MariaDB 10.11
+    /// logs neither `CREATE TEMPORARY TABLE` nor row changes to temporary
+    /// tables (checked: no event at all reaches the stream); MIXED or
+    /// STATEMENT format may log them, and they never produce row events.
+    Temporary,
+    /// DDL on these tables: invalidate them.
+    Tables {
+        /// The kind of statement.
+        op: DdlOp,
+        /// Every table named (for renames, old and new names).
+        tables: Vec<TableRef>,
+    },
+    /// DROP DATABASE: invalidate every table of it.
+    Database(String),
+    /// A statement not understood: invalidate everything.
+    ///
+    /// Unknown statements never fail: a needless invalidation costs one
+    /// `information_schema` query per table used afterwards, while a missed
+    /// one decodes rows with a stale layout. So the conservative answer is
+    /// "all", never "none".
+    All,
+}
+
+/// One token of SQL, as far as DDL detection cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// A bare word: keyword or unquoted identifier.
+    Word(String),
+    /// A backtick-quoted identifier, unescaped.
+    Quoted(String),
+    /// A string literal (content irrelevant).
+    Str,
+    /// Any other punctuation character.
+    Punct(char),
+}
+
+/// Splits SQL into tokens, skipping comments. MySQL executable comments
+/// (`/*!40101 ... */`, MariaDB `/*M!100100 ... */`) are real SQL: their
+/// content is tokenised.
+fn tokenize(sql: &str) -> Vec<Token> {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    let mut open_exec_comments = 0usize;
+    let at = |i: usize| chars.get(i).copied();
+    while let Some(c) = at(i) {
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '/' && at(i + 1) == Some('*') {
+            let exec = at(i + 2) == Some('!') || (at(i + 2) == Some('M') && at(i + 3) == Some('!'));
+            if exec {
+                i += if at(i + 2) == Some('M') { 4 } else { 3 };
+                while at(i).is_some_and(|c| c.is_ascii_digit()) {
+                    i += 1;
+                }
+                open_exec_comments += 1;
+            } else {
+                i += 2;
+                while i < chars.len() && !(at(i) == Some('*') && at(i + 1) == Some('/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+        } else if c == '*' && at(i + 1) == Some('/') && open_exec_comments > 0 {
+            open_exec_comments -= 1;
+            i += 2;
+        } else if c == '#'
+            || (c == '-' && at(i + 1) == Some('-') && at(i + 2).is_none_or(char::is_whitespace))
+        {
+            while at(i).is_some_and(|c| c != '\n') {
+                i += 1;
+            }
+        } else if c == '`' {
+            let mut ident = String::new();
+            i += 1;
+            while let Some(c) = at(i) {
+                if c == '`' {
+                    if at(i + 1) == Some('`') {
+                        ident.push('`');
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                ident.push(c);
+                i += 1;
+            }
+            tokens.push(Token::Quoted(ident));
+        } else if c == '\'' || c == '"' {
+            i += 1;
+            while let Some(d) = at(i) {
+                i += 1;
+                if d == '\\' {
+                    i += 1;
+                } else if d == c {
+                    if at(i) == Some(c) {
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            tokens.push(Token::Str);
+        } else if c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii() {
+            let start = i;
+            while at(i)
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii())
+            {
+                i += 1;
+            }
+            tokens.push(Token::Word(chars[start..i].iter().collect()));
+        } else {
+            tokens.push(Token::Punct(c));
+            i += 1;
+        }
+    }
+    tokens
+}
+
+/// A cursor over tokens with case-insensitive keyword matching.
+struct Parser<'a> {
+    tokens: &'a [Token],
+    pos: usize,
+    default_db: &'a str,
+}
+
+impl Parser<'_> {
+    fn peek_keyword(&self, offset: usize) -> Option<String> {
+        match self.tokens.get(self.pos + offset) {
+            Some(Token::Word(w)) => Some(w.to_ascii_uppercase()),
+            _ => None,
+        }
+    }
+
+    /// Consumes the keyword `kw` if it is next.
+    fn eat(&mut self, kw: &str) -> bool {
+        if self.peek_keyword(0).as_deref() == Some(kw) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes the keyword sequence `kws` if it is next.
+    fn eat_all(&mut self, kws: &[&str]) -> bool {
+        let matches = kws
+            .iter()
+            .enumerate()
+            .all(|(i, kw)| self.peek_keyword(i).as_deref() == Some(*kw));
+        if matches {
+            self.pos += kws.len();
+        }
+        matches
+    }
+
+    fn eat_punct(&mut self, p: char) -> bool {
+        if self.tokens.get(self.pos) == Some(&Token::Punct(p)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ident(&mut self) -> Option<String> {
+        let ident = match self.tokens.get(self.pos)? {
+            Token::Word(w) => w.clone(),
+            Token::Quoted(q) => q.clone(),
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(ident)
+    }
+
+    /// `name` or `db.name`, qualified with the default database.
+    fn table_ref(&mut self) -> Option<TableRef> {
+        let first = self.ident()?;
+        if self.eat_punct('.') {
+            let table = self.ident()?;
+            Some(TableRef { db: first, table })
+        } else if self.default_db.is_empty() {
+            None
+        } else {
+            Some(TableRef {
+                db: self.default_db.to_string(),
+                table: first,
+            })
+        }
+    }
+
+    /// `a, b, c`.
+    fn table_list(&mut self) -> Option<Vec<TableRef>> {
+        let mut tables = vec![self.table_ref()?];
+        while self.eat_punct(',') {
+            tables.push(self.table_ref()?);
+        }
+        Some(tables)
+    }
+
+    /// Skips `DEFINER = user@host` and similar CREATE/ALTER prefixes.
+    fn skip_prefix_clauses(&mut self) {
+        loop {
+            if self.eat("DEFINER") {
+                self.eat_punct('=');
+                // user, user@host, `user`@`host`, CURRENT_USER[()]
+                self.ident();
+                self.eat_punct('(');
+                self.eat_punct(')');
+                if self.eat_punct('@') {
+                    self.ident();
+                }
+            } else if self.eat("ALGORITHM") {
+                self.eat_punct('=');
+                self.ident();
+            } else if self.eat_all(&["SQL", "SECURITY"]) {
+                self.ident();
+            } else if self.eat("ONLINE") || self.eat("OFFLINE") || self.eat("IGNORE") {
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn tables(op: DdlOp, tables: Vec<TableRef>) -> DdlEffect {
+        DdlEffect::Tables { op, tables }
+    }
+
+    fn parse(&mut self) -> Option<DdlEffect> {
+        let first = self.peek_keyword(0)?;
+        self.pos += 1;
+        match first.as_str() {
+            "BEGIN" | "COMMIT" | "ROLLBACK" | "XA" | "SAVEPOINT" | "RELEASE" | "SET" | "GRANT"
+            | "REVOKE" | "FLUSH" | "ANALYZE" | "OPTIMIZE" | "CHECK" | "REPAIR" | "CHECKSUM"
+            | "INSTALL" | "UNINSTALL" | "USE" | "DO" | "INSERT" | "UPDATE" | "DELETE"
+            | "REPLACE" | "LOAD" | "SELECT" | "CALL" => Some(DdlEffect::None),
+            "CREATE" => self.create(),
+            "ALTER" => self.alter(),
+            "DROP" => self.drop(),
+            "RENAME" => {
+                if self.eat("USER") {
+                    return Some(DdlEffect::None);
+                }
+                if !(self.eat("TABLE") || self.eat("TABLES")) {
+                    return None;
+                }
+                self.eat_all(&["IF", "EXISTS"]);
+                let mut tables = Vec::new();
+                loop {
+                    tables.push(self.table_ref()?);
+                    if !self.eat("TO") {
+                        return None;
+                    }
+                    tables.push(self.table_ref()?);
+                    if !self.eat_punct(',') {
+                        break;
+                    }
+                }
+                Some(Self::tables(DdlOp::Rename, tables))
+            }
+            "TRUNCATE" => {
+                self.eat("TABLE");
+                Some(Self::tables(DdlOp::Truncate, vec![self.table_ref()?]))
+            }
+            _ => None,
+        }
+    }
+
+    fn create(&mut self) -> Option<DdlEffect> {
+        self.eat_all(&["OR", "REPLACE"]);
+        self.skip_prefix_clauses();
+        if self.eat("TEMPORARY") {
+            return Some(DdlEffect::Temporary);
+        }
+        if self.eat("TABLE") || self.eat("SEQUENCE") {
+            self.eat_all(&["IF", "NOT", "EXISTS"]);
+            return Some(Self::tables(DdlOp::Create, vec![self.table_ref()?]));
+        }
+        let _ = self.eat("UNIQUE") || self.eat("FULLTEXT") || self.eat("SPATIAL");
+        if self.eat("INDEX") {
+            return self.index_on();
+        }
+        let other = self.peek_keyword(0)?;
+        matches!(
+            other.as_str(),
+            "DATABASE"
+                | "SCHEMA"
+                | "VIEW"
+                | "TRIGGER"
+                | "PROCEDURE"
+                | "FUNCTION"
+                | "EVENT"
+                | "USER"
+                | "ROLE"
+                | "SERVER"
+                | "AGGREGATE"
+                | "PACKAGE"
+        )
+        .then_some(DdlEffect::None)
+    }
+
+    /// `[IF [NOT] EXISTS] index [USING ...] ON table` after CREATE/DROP INDEX.
+    fn index_on(&mut self) -> Option<DdlEffect> {
+        while self.pos < self.tokens.len() && !self.eat("ON") {
+            self.pos += 1;
+        }
+        Some(Self::tables(DdlOp::Alter, vec![self.table_ref()?]))
+    }
+
+    fn alter(&mut self) -> Option<DdlEffect> {
+        self.skip_prefix_clauses();
+        if self.eat("TABLE") || self.eat("SEQUENCE") {
+            self.eat_all(&["IF", "EXISTS"]);
+            let mut tables = vec![self.table_ref()?];
+            // RENAME [TO|AS] new_name and EXCHANGE PARTITION ... WITH TABLE t
+            // at the top level of the ALTER; RENAME COLUMN/INDEX/KEY are not
+            // renames of the table.
+            let mut depth = 0i32;
+            while self.pos < self.tokens.len() {
+                if self.eat_punct('(') {
+                    depth += 1;
+                } else if self.eat_punct(')') {
+                    depth -= 1;
+                } else if depth == 0 && self.eat("RENAME") {
+                    if matches!(
+                        self.peek_keyword(0).as_deref(),
+                        Some("COLUMN" | "INDEX" | "KEY" | "CONSTRAINT")
+                    ) {
+                        continue;
+                    }
+                    let _ = self.eat("TO") || self.eat("AS") || self.eat_punct('=');
+                    tables.push(self.table_ref()?);
+                } else if depth == 0 && self.eat_all(&["WITH", "TABLE"]) {
+                    tables.push(self.table_ref()?);
+                } else {
+                    self.pos += 1;
+                }
+            }
+            let op = DdlOp::Alter;
+            return Some(Self::tables(op, tables));
+        }
+        let other = self.peek_keyword(0)?;
+        matches!(
+            other.as_str(),
+            "DATABASE"
+                | "SCHEMA"
+                | "VIEW"
+                | "EVENT"
+                | "FUNCTION"
+                | "PROCEDURE"
+                | "USER"
+                | "ROLE"
+                | "SERVER"
+                | "LOGFILE"
+                | "TABLESPACE"
+                | "INSTANCE"
+                | "RESOURCE"
+        )
+        .then_some(DdlEffect::None)
+    }
+
+    fn drop(&mut self) -> Option<DdlEffect> {
+        if self.eat("TEMPORARY") {
+            return Some(DdlEffect::Temporary);
+        }
+        if self.eat("TABLE") || self.eat("TABLES") || self.eat("SEQUENCE") {
+            self.eat_all(&["IF", "EXISTS"]);
+            return Some(Self::tables(DdlOp::Drop, self.table_list()?));
+        }
+        if self.eat("DATABASE") || self.eat("SCHEMA") {
+            self.eat_all(&["IF", "EXISTS"]);
+            return Some(DdlEffect::Database(self.ident()?));
+        }
+        let _ = self.eat("ONLINE") || self.eat("OFFLINE");
+        if self.eat("INDEX") {
+            return self.index_on();
+        }
+        let other = self.peek_keyword(0)?;
+        matches!(
+            other.as_str(),
+            "VIEW"
+                | "TRIGGER"
+                | "PROCEDURE"
+                | "FUNCTION"
+                | "EVENT"
+                | "USER"
+                | "ROLE"
+                | "SERVER"
+                | "PACKAGE"
+        )
+        .then_some(DdlEffect::None)
+    }
+}
+
+/// Decides which cached layouts a QUERY event's statement may have changed.
+///
+/// Recognises CREATE/ALTER/DROP/RENAME/TRUNCATE TABLE (and CREATE/DROP
+/// INDEX, sequences, DROP DATABASE), case-insensitively, with or without
+/// backticks, qualified or not (unqualified names take `default_db`, the
+/// QUERY event's schema), through comments and `/*! ... */` executable
+/// comments. Temporary-table DDL yields [`DdlEffect::Temporary`]; statements
+/// known not to touch table layouts yield [`DdlEffect::None`]. Anything else
+/// (or anything it cannot follow, such as an unqualified name with no
+/// default database) yields [`DdlEffect::All`]; this function never fails.
+pub fn ddl_touched_tables(default_db: &str, sql: &str) -> DdlEffect {
+    let tokens = tokenize(sql);
+    if tokens.is_empty() {
+        return DdlEffect::None;
+    }
+    let mut parser = Parser {
+        tokens: &tokens,
+        pos: 0,
+        default_db,
+    };
+    parser.parse().unwrap_or(DdlEffect::All)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(db: &str, table: &str) -> TableRef {
+        TableRef {
+            db: db.into(),
+            table: table.into(),
+        }
+    }
+
+    fn tables(op: DdlOp, list: &[(&str, &str)]) -> DdlEffect {
+        DdlEffect::Tables {
+            op,
+            tables: list.iter().map(|(d, n)| t(d, n)).collect(),
+        }
+    }
+
+    #[test]
+    fn recognises_create_table_in_all_spellings() {
+        for sql in [
+            "CREATE TABLE orders (id INT)",
+            "create table `orders` (id int)",
+            "Create Table If Not Exists orders (id int)",
+            "CREATE OR REPLACE TABLE shop.orders (id INT)",
+            "  /* hi */ CREATE TABLE `shop`.`orders` LIKE other",
+            "CREATE TABLE shop.`orders` AS SELECT 1",
+        ] {
+            assert_eq!(
+                ddl_touched_tables("shop", sql),
+                tables(DdlOp::Create, &[("shop", "orders")]),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            ddl_touched_tables("x", "CREATE TABLE `we``ird`.`na.me` (a int)"),
+            tables(DdlOp::Create, &[("we`ird", "na.me")])
+        );
+    }
+
+    #[test]
+    fn recognises_alter_including_renames() {
+        assert_eq!(
+            ddl_touched_tables("d", "ALTER TABLE t ADD COLUMN c INT, DROP COLUMN b"),
+            tables(DdlOp::Alter, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "alter online ignore table e.t rename column a to b"),
+            tables(DdlOp::Alter, &[("e", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "ALTER TABLE t ADD x INT, RENAME TO e.u"),
+            tables(DdlOp::Alter, &[("d", "t"), ("e", "u")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "ALTER TABLE t RENAME INDEX a TO b, RENAME AS `v`"),
+            tables(DdlOp::Alter, &[("d", "t"), ("d", "v")])
+        );
+        assert_eq!(
+            ddl_touched_tables(
+                "d",
+                "ALTER TABLE t ADD CHECK (x IN (1,2)), ALGORITHM=INPLACE"
+            ),
+            tables(DdlOp::Alter, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "ALTER TABLE t EXCHANGE PARTITION p0 WITH TABLE t2"),
+            tables(DdlOp::Alter, &[("d", "t"), ("d", "t2")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "CREATE UNIQUE INDEX ix ON t (a)"),
+            tables(DdlOp::Alter, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "DROP INDEX `PRIMARY` ON e.t"),
+            tables(DdlOp::Alter, &[("e", "t")])
+        );
+    }
+
+    #[test]
+    fn recognises_drop_rename_truncate() {
+        assert_eq!(
+            ddl_touched_tables("", "DROP TABLE `payments`.`t1` /* generated by server */"),
+            tables(DdlOp::Drop, &[("payments", "t1")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "DROP TABLE IF EXISTS a, e.b RESTRICT"),
+            tables(DdlOp::Drop, &[("d", "a"), ("e", "b")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "RENAME TABLE a TO b, e.c TO e.d"),
+            tables(
+                DdlOp::Rename,
+                &[("d", "a"), ("d", "b"), ("e", "c"), ("e", "d")]
+            )
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "truncate t"),
+            tables(DdlOp::Truncate, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "TRUNCATE TABLE `e`.t"),
+            tables(DdlOp::Truncate, &[("e", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "DROP DATABASE IF EXISTS `shop`"),
+            DdlEffect::Database("shop".into())
+        );
+    }
+
+    #[test]
+    fn temporary_tables_are_reported_as_such() {
+        for sql in [
+            "CREATE TEMPORARY TABLE tmp (a int)",
+            "create or replace temporary table tmp like t",
+            "DROP TEMPORARY TABLE IF EXISTS `tmp` /* generated by server */",
+        ] {
+            assert_eq!(ddl_touched_tables("d", sql), DdlEffect::Temporary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn non_table_statements_change_nothing() {
+        for sql in [
+            "BEGIN",
+            "COMMIT",
+            "XA START 'x'",
+            "GRANT SELECT ON *.* TO u",
+            "CREATE DATABASE shop",
+            "ALTER DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE DEFINER=`root`@`localhost` TRIGGER tr BEFORE UPDATE ON t FOR EACH ROW SET NEW.v = 1",
+            "CREATE OR REPLACE ALGORITHM=MERGE DEFINER=root@localhost SQL SECURITY INVOKER VIEW v AS SELECT 1",
+            "DROP VIEW v",
+            "CREATE USER 'a'@'%'",
+            "FLUSH PRIVILEGES",
+            "ANALYZE TABLE t",
+            "# only a comment",
+            "",
+            "   ",
+        ] {
+            assert_eq!(ddl_touched_tables("d", sql), DdlEffect::None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_unfollowable_statements_invalidate_all() {
+        for (db, sql) in [
+            ("d", "FROBNICATE TABLE t"),
+            ("d", "CREATE MAGIC THING"),
+            ("d", "ALTER TABLE"),
+            ("d", "RENAME TABLE a"),
+            ("", "CREATE TABLE t (a int)"),
+            ("d", "DROP TABLE ,"),
+            ("d", "CREATE"),
+            ("d", "/* unterminated"),
+            ("d", "`weird`"),
+            ("d", "'string'"),
+        ] {
+            let effect = ddl_touched_tables(db, sql);
+            assert!(
+                matches!(effect, DdlEffect::All | DdlEffect::None),
+                "{sql}: {effect:?}"
+            );
+            if !sql.starts_with("/*") {
+                assert_eq!(effect, DdlEffect::All, "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn executable_comments_are_sql() {
+        assert_eq!(
+            ddl_touched_tables("d", "/*!40000 ALTER TABLE `t` DISABLE KEYS */"),
+            tables(DdlOp::Alter, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "CREATE TABLE t (a int) /*M!100100 PAGE_CHECKSUM=1 */"),
+            tables(DdlOp::Create, &[("d", "t")])
+        );
+        assert_eq!(
+            ddl_touched_tables("d", "-- note\nDROP TABLE t -- trailing"),
+            tables(DdlOp::Drop, &[("d", "t")])
+        );
+    }
+
+    #[test]
+    fn cache_invalidates_by_effect() {
+        let info = |db: &str, table: &str| TableInfo {
+            db: db.into(),
+            table: table.into(),
+            columns: vec![],
+            primary_key: vec![],
+        };
+        let mut cache = SchemaCache::new();
+        for (d, n) in [("a", "x"), ("a", "y"), ("b", "x")] {
+            cache.insert(info(d, n));
+        }
+        assert_eq!(cache.len(), 3);
+        cache.apply(&ddl_touched_tables("a", "ALTER TABLE x ADD c INT"));
+        assert!(cache.get("a", "x").is_none());
+        assert!(cache.get("a", "y").is_some());
+        cache.apply(&DdlEffect::Temporary);
+        cache.apply(&DdlEffect::None);
+        assert_eq!(cache.len(), 2);
+        cache.apply(&DdlEffect::Database("a".into()));
+        assert_eq!(cache.len(), 1);
+        assert!(cache.invalidate("b", "x"));
+        assert!(!cache.invalidate("b", "x"));
+        cache.insert(info("c", "z"));
+        cache.apply(&DdlEffect::All);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn column_info_reads_unsigned_and_enum_values() {
+        let col = |column_type: &str| ColumnInfo {
+            name: "c".into(),
+            data_type: "x".into(),
+            column_type: column_type.into(),
+            charset: None,
+            nullable: true,
+            is_json: false,
+        };
+        assert!(col("bigint(20) unsigned").unsigned());
+        assert!(col("int(10) unsigned zerofill").unsigned());
+        assert!(!col("int(11)").unsigned());
+        assert_eq!(
+            col("enum('pending','it''s','a,b','x\\\\y')").enum_or_set_values(),
+            Some(vec![
+                "pending".into(),
+                "it's".into(),
+                "a,b".into(),
+                "x\\y".into()
+            ])
+        );
+        assert_eq!(
+            col("set('a','b')").enum_or_set_values(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(col("set('a'").enum_or_set_values(), None);
+        assert_eq!(col("varchar(3)").enum_or_set_values(), None);
+    }
+
+    #[test]
+    fn json_checks_are_matched_by_column() {
+        let checks = vec![
+            "`attributes` is null or json_valid(`attributes`)".to_string(),
+            "JSON_VALID(`Doc`)".to_string(),
+            "`price` >= 0".to_string(),
+        ];
+        assert!(json_checked(&checks, "attributes"));
+        assert!(json_checked(&checks, "Doc"));
+        assert!(!json_checked(&checks, "price"));
+        assert!(!json_checked(&checks, "attr"));
+    }
+
+    #[test]
+    fn collations_map_to_encodings() {
+        assert_eq!(encoding_of_collation(63), None);
+        assert_eq!(encoding_of_collation(45), Some(TextEncoding::Utf8));
+        assert_eq!(encoding_of_collation(224), Some(TextEncoding::Utf8));
+        assert_eq!(encoding_of_collation(255), Some(TextEncoding::Utf8));
+        assert_eq!(encoding_of_collation(2304), Some(TextEncoding::Utf8));
+        assert_eq!(encoding_of_collation(33), Some(TextEncoding::Utf8));
+        assert_eq!(encoding_of_collation(8), Some(TextEncoding::Latin1));
+        assert_eq!(encoding_of_collation(11), Some(TextEncoding::Ascii));
+        assert!(matches!(
+            encoding_of_collation(35),
+            Some(TextEncoding::Unsupported(_))
+        ));
+        assert!(
+            matches!(encoding_of_collation(2600), Some(TextEncoding::Unsupported(s)) if s == "ucs2")
+        );
+        assert_eq!(
+            encoding_of_charset_name("UTF8MB4"),
+            Some(TextEncoding::Utf8)
+        );
+        assert_eq!(encoding_of_charset_name("binary"), None);
+    }
+
+    #[test]
+    fn fixed_string_lengths_fold_high_bits() {
+        assert_eq!(fixed_string_length(&[0xfe, 4]), 4);
+        // CHAR(255) in utf8mb4 is 1020 bytes: 0x3fc, high bits 0x300.
+        assert_eq!(fixed_string_length(&[0xce, 0xfc]), 1020);
+        assert_eq!(fixed_string_length(&[]), 0);
+    }
+
+    #[test]
+    fn info_types_are_checked_against_binlog_types() {
+        assert!(info_type_compatible(
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            "bigint"
+        ));
+        assert!(!info_type_compatible(
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            "varchar"
+        ));
+        assert!(info_type_compatible(
+            ColumnType::MYSQL_TYPE_BLOB,
+            "longtext"
+        ));
+        assert!(info_type_compatible(ColumnType::MYSQL_TYPE_STRING, "uuid"));
+        assert!(!info_type_compatible(ColumnType::MYSQL_TYPE_STRING, "int"));
+    }
+}

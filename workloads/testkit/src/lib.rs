@@ -1,0 +1,183 @@
+//! Test support for integration tests that talk to the real local stack.
+//!
+//! The stack scripts (`stack/`) start MariaDB, Kafka and Redis on loopback
+//! ports that can be moved through `PAYSTREAM_*` environment variables; this
+//! crate reads the same variables with the same defaults, so a test finds the
+//! servers wherever `make stack-up` put them. It also holds the small waiting
+//! and naming helpers every integration test needs, so no test sleeps where it
+//! can poll a condition instead.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the local stack's servers listen and how to log in to them.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// MariaDB TCP port on 127.0.0.1.
+    pub mysql_port: u16,
+    /// Least-privilege application user: DML on the `payments` schema.
+    pub app: Credentials,
+    /// Least-privilege change-data-capture user: replication and SELECT.
+    pub cdc: Credentials,
+    /// Administrative user for tests that change schema or purge binlogs.
+    pub admin: Credentials,
+    /// Kafka bootstrap servers.
+    pub kafka_bootstrap: String,
+    /// Redis TCP port on 127.0.0.1.
+    pub redis_port: u16,
+    /// Redis TLS port on 127.0.0.1.
+    pub redis_tls_port: u16,
+    /// Redis password (`requirepass`).
+    pub redis_password: String,
+    /// The locally generated CA that signed the servers' TLS certificates.
+    pub tls_ca: PathBuf,
+}
+
+/// A user name and password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn port_or(name: &str, default: u16) -> u16 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The repository root, found from this crate's manifest directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+impl Stack {
+    /// Reads the stack's coordinates from the environment, falling back to the
+    /// defaults of `stack/lib.sh`.
+    pub fn from_env() -> Self {
+        let var = std::env::var("PAYSTREAM_VAR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("var"));
+        Self {
+            mysql_port: port_or("PAYSTREAM_MYSQL_PORT", 13306),
+            app: Credentials {
+                user: env_or("PAYSTREAM_MYSQL_APP_USER", "paystream_app"),
+                password: env_or("PAYSTREAM_MYSQL_APP_PASSWORD", "paystream-app"),
+            },
+            cdc: Credentials {
+                user: env_or("PAYSTREAM_MYSQL_CDC_USER", "paystream_cdc"),
+                password: env_or("PAYSTREAM_MYSQL_CDC_PASSWORD", "paystream-cdc"),
+            },
+            admin: Credentials {
+                user: env_or("PAYSTREAM_MYSQL_ADMIN_USER", "paystream_admin"),
+                password: env_or("PAYSTREAM_MYSQL_ADMIN_PASSWORD", "paystream-admin"),
+            },
+            kafka_bootstrap: format!("127.0.0.1:{}", port_or("PAYSTREAM_KAFKA_PORT", 19092)),
+            redis_port: port_or("PAYSTREAM_REDIS_PORT", 16379),
+            redis_tls_port: port_or("PAYSTREAM_REDIS_TLS_PORT", 16380),
+            redis_password: env_or("PAYSTREAM_REDIS_PASSWORD", "paystream-redis"),
+            tls_ca: var.join("stack/tls/ca.pem"),
+        }
+    }
+
+    /// A `mysql://` URL for `creds` against `database` on the local MariaDB.
+    pub fn mysql_url(&self, creds: &Credentials, database: &str) -> String {
+        format!(
+            "mysql://{}:{}@127.0.0.1:{}/{}",
+            creds.user, creds.password, self.mysql_port, database
+        )
+    }
+
+    /// A `redis://` URL with the password.
+    pub fn redis_url(&self) -> String {
+        format!(
+            "redis://:{}@127.0.0.1:{}/",
+            self.redis_password, self.redis_port
+        )
+    }
+}
+
+/// A name no other test run uses: `prefix` plus time and process id.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+/// A condition was not met before its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {waited:?} waiting for {what}")]
+pub struct Timeout {
+    /// What was awaited.
+    pub what: String,
+    /// How long it was awaited.
+    pub waited: Duration,
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `deadline`.
+///
+/// The pause between probes is a poll interval, not a guess at how long
+/// something takes: the result comes as soon as the condition holds.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> Result<T, Timeout>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if start.elapsed() >= deadline {
+            return Err(Timeout {
+                what: what.to_string(),
+                waited: start.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("t"), unique_name("t"));
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_the_value_and_times_out() {
+        let mut n = 0;
+        let v = wait_for("n to reach 3", Duration::from_secs(5), || {
+            n += 1;
+            let done = n >= 3;
+            async move { done.then_some(n) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+        let err = wait_for("never", Duration::from_millis(120), || async { None::<()> })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("never"));
+    }
+}
