@@ -16,6 +16,7 @@ pub enum SnapshotMode {
     Never,
     /// Like `initial`, and snapshot again when the checkpoint's binlog has
     /// been purged from the server.
+    #[value(name = "when_needed", alias = "when-needed")]
     WhenNeeded,
 }
 
@@ -43,7 +44,7 @@ pub enum TlsMode {
 
 /// paystream CDC producer: MariaDB/MySQL binlog to Kafka, exactly once.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "paystream-producer", version, about, long_about = None)]
+#[command(name = "paystream-producer", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Database host.
     #[arg(long, env = "PAYSTREAM_MYSQL_HOST", default_value = "127.0.0.1")]

@@ -17,6 +17,9 @@
 //!   (`"12.30"`).
 //! * Text is decoded with the column charset (UTF-8, latin1 as cp1252,
 //!   ASCII); binary strings, BLOBs and GEOMETRY are standard base64.
+//!   BINARY(n) gets back the trailing 0x00 padding the binlog drops, so it
+//!   matches what `SELECT` (and a snapshot) returns. CHAR's trailing spaces
+//!   are not restored: `SELECT` strips them too.
 //! * ENUM is its string (index 0, MySQL's "invalid value", is `""`); values
 //!   come from the TABLE_MAP or `information_schema`. Without either the
 //!   value is an error, never a bare index: a number where consumers expect
@@ -660,6 +663,13 @@ pub fn decode_value(column: &ColumnSchema, value: &BinlogValue<'_>) -> Result<Va
         (ColumnKind::Binary | ColumnKind::Geometry, MyValue::Bytes(b)) => {
             Ok(Value::String(BASE64.encode(b)))
         }
+        (ColumnKind::FixedBinary { length }, MyValue::Bytes(b)) => {
+            let mut padded = b.clone();
+            if padded.len() < usize::from(*length) {
+                padded.resize(usize::from(*length), 0);
+            }
+            Ok(Value::String(BASE64.encode(padded)))
+        }
         (ColumnKind::JsonText, MyValue::Bytes(b)) => {
             let text = decode_text(column, b, &TextEncoding::Utf8)?;
             serde_json::from_str(&text).map_err(|e| DecodeError::InvalidJson {
@@ -956,6 +966,9 @@ mod tests {
             dec(&col("g", ColumnKind::Geometry), bytes(&[1])),
             json!("AQ==")
         );
+        let fixed = col("f", ColumnKind::FixedBinary { length: 4 });
+        assert_eq!(dec(&fixed, bytes(b"A")), json!("QQAAAA=="));
+        assert_eq!(dec(&fixed, bytes(b"ABCD")), json!("QUJDRA=="));
     }
 
     #[test]
@@ -1108,6 +1121,90 @@ mod tests {
         ));
         let out_of_range = binlog_row(&["@7"], vec![bytes(b"z")]);
         assert!(decode_row(&s, &out_of_range).is_err());
+    }
+
+    #[test]
+    fn short_time_columns_are_redeclared_for_parsing() {
+        use crate::schema::fixture::{Col, strings, table_map};
+        let names = ["id", "t2", "t6", "t1", "s"];
+        let cols = [
+            Col(8, &[], false),
+            Col(19, &[2], true),
+            Col(19, &[6], true),
+            Col(19, &[1], true),
+            Col(15, &[10, 0], true),
+        ];
+        let tme = table_map("d", "t", &cols, &[(4, strings(&names))]);
+        let patched = table_map_for_rows(&tme).unwrap().unwrap();
+        let types: Vec<u8> = (0..5)
+            .map(|i| patched.get_raw_column_type(i).unwrap().unwrap() as u8)
+            .collect();
+        assert_eq!(types, [8, 17, 19, 17, 15]);
+        let meta: Vec<&[u8]> = (0..5)
+            .map(|i| patched.get_column_metadata(i).unwrap())
+            .collect();
+        assert_eq!(meta, [&[][..], &[0], &[6], &[0], &[10, 0]]);
+        assert_eq!(patched.table_id(), tme.table_id());
+        assert_eq!(patched.table_name(), "t");
+        assert_eq!(patched.null_bitmask(), tme.null_bitmask());
+        assert_eq!(
+            patched.iter_optional_meta().collect::<Vec<_>>().len(),
+            1,
+            "optional metadata kept"
+        );
+        let plain = table_map("d", "t", &[Col(8, &[], false)], &[]);
+        assert!(table_map_for_rows(&plain).unwrap().is_none());
+    }
+
+    #[test]
+    fn negative_short_time_decodes_through_a_rows_event() {
+        use crate::schema::fixture::{Col, strings, table_map};
+        let tme = table_map(
+            "d",
+            "t",
+            &[Col(8, &[], false), Col(19, &[2], true)],
+            &[(4, strings(&["id", "t2"]))],
+        );
+        let schema = TableSchema::from_table_map(&tme, None).unwrap();
+        // WRITE_ROWS_EVENT (v2): table id, flags, extra-data length, column
+        // count, columns-present bitmap, then the row: null bitmap, BIGINT 7,
+        // TIME(2) -00:00:01.50 as stored.
+        let mut body = vec![42, 0, 0, 0, 0, 0, 1, 0, 2, 0, 2, 0b11, 0b00];
+        body.extend_from_slice(&7u64.to_le_bytes());
+        body.extend_from_slice(&[0x7f, 0xff, 0xfe, 0xce]);
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.push(EventType::WRITE_ROWS_EVENT as u8);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(19 + body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        let event = Event::read(&fde, &bytes[..]).unwrap();
+        let Some(mysql_async::binlog::events::EventData::RowsEvent(rows)) =
+            event.read_data().unwrap()
+        else {
+            panic!("not a rows event");
+        };
+        let decoded = decode_rows_event(&schema, &rows, &tme).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert!(decoded[0].0.is_none());
+        assert_eq!(
+            Value::Object(decoded[0].1.clone().unwrap()),
+            json!({"id": 7, "t2": "-00:00:01.50"})
+        );
+        // The wrong TABLE_MAP is refused before parsing.
+        let other = table_map(
+            "d",
+            "other",
+            &[Col(8, &[], false), Col(19, &[2], true)],
+            &[],
+        );
+        assert!(matches!(
+            decode_rows_event(&schema, &rows, &other),
+            Err(DecodeError::TableMismatch { .. })
+        ));
     }
 
     #[test]

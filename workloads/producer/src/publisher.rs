@@ -102,7 +102,8 @@ impl Publisher {
             .map_err(kafka("create producer"))?;
         let producer = Arc::new(producer);
         let p = producer.clone();
-        let timeout = settings.txn_timeout;
+        // Bounded so an unreachable cluster is reported quickly and retried.
+        let timeout = settings.txn_timeout.min(Duration::from_secs(15));
         tokio::task::spawn_blocking(move || p.init_transactions(timeout))
             .await?
             .map_err(kafka("init_transactions"))?;

@@ -148,6 +148,13 @@ fn classify(position: &StartPosition, e: mysql_async::Error) -> SessionError {
     }
 }
 
+/// A captured table's layout, and the TABLE_MAP to decode its rows with
+/// when `mysql_common` needs a patched one (see `decode::table_map_for_rows`).
+struct Layout {
+    schema: TableSchema,
+    patched: Option<mysql_async::binlog::events::TableMapEvent<'static>>,
+}
+
 /// The binlog reader.
 pub struct Reader {
     settings: ReaderSettings,
@@ -156,8 +163,8 @@ pub struct Reader {
     ready: Check,
     topics: TopicEnsurer,
     schemas: SchemaCache,
-    /// TABLE_MAP id to layout, for the current session.
-    layouts: HashMap<u64, Option<TableSchema>>,
+    /// TABLE_MAP id to layout, for the current session (`None`: not captured).
+    layouts: HashMap<u64, Option<Layout>>,
     meta: Option<Conn>,
 }
 
@@ -460,7 +467,22 @@ impl Reader {
                     .ensure(&topic, TopicKind::Change)
                     .await
                     .map_err(|e| SessionError::Transient(e.to_string()))?;
-                self.layouts.insert(table_id, Some(layout));
+                let patched = crate::decode::table_map_for_rows(&tme).map_err(|e| {
+                    SessionError::Fatal(ReaderError::Decode {
+                        table: format!("{db}.{table}"),
+                        file: asm.file().to_string(),
+                        pos: end_pos,
+                        gtid: asm.open_gtid().unwrap_or_default().to_string(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                self.layouts.insert(
+                    table_id,
+                    Some(Layout {
+                        schema: layout,
+                        patched,
+                    }),
+                );
             }
             Some(EventData::RowsEvent(rows)) => {
                 let start_pos = end_pos.saturating_sub(u64::from(header.event_size()));
@@ -501,10 +523,14 @@ impl Reader {
             ts_ms,
         } = at;
         let table_id = rows.table_id();
-        let Some(Some(layout)) = self.layouts.get(&table_id) else {
+        let Some(Some(Layout {
+            schema: layout,
+            patched,
+        })) = self.layouts.get(&table_id)
+        else {
             return Ok(Vec::new());
         };
-        let Some(tme) = stream.get_tme(table_id) else {
+        let Some(tme) = patched.as_ref().or_else(|| stream.get_tme(table_id)) else {
             return Err(SessionError::Transient(format!(
                 "row event for unknown table id {table_id} at {}:{start_pos}",
                 asm.file()

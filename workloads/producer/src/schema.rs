@@ -651,10 +651,109 @@ fn fixed_string_length(meta: &[u8]) -> u16 {
     }
 }
 
-fn type_name(ty: Option<ColumnType>, raw: u8) -> String {
+/// Everything known about one column, for [`column_kind`].
+struct ColumnFacts<'a> {
+    column_type: Option<ColumnType>,
+    raw_type: u8,
+    type_meta: &'a [u8],
+    /// Collation from the TABLE_MAP.
+    collation: Option<u16>,
+    /// The `information_schema` view of the column, if any.
+    info: Option<&'a ColumnInfo>,
+    /// ENUM/SET values from the TABLE_MAP.
+    listed_values: Option<Vec<String>>,
+}
+
+/// The text encoding of a character column, or `None` for binary: the
+/// TABLE_MAP collation first (it is as of the event), `information_schema`
+/// when the collation is absent or unknown. With neither, UTF-8: decoding
+/// is strict, so a wrong guess fails loudly instead of garbling.
+fn text_encoding(collation: Option<u16>, info: Option<&ColumnInfo>) -> Option<TextEncoding> {
+    let charset_name = info.and_then(|c| c.charset.as_deref());
+    match (collation, charset_name) {
+        (Some(id), Some(name)) => match encoding_of_collation(id) {
+            Some(TextEncoding::Unsupported(_)) => encoding_of_charset_name(name),
+            known => known,
+        },
+        (Some(id), None) => encoding_of_collation(id),
+        (None, Some(name)) => encoding_of_charset_name(name),
+        (None, None) => {
+            // information_schema has no charset for binary columns.
+            let binary = info.is_some_and(|c| {
+                matches!(
+                    c.data_type.as_str(),
+                    "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
+                )
+            });
+            (!binary).then_some(TextEncoding::Utf8)
+        }
+    }
+}
+
+/// Classifies a column for the decoder.
+fn column_kind(facts: &ColumnFacts<'_>) -> ColumnKind {
+    use ColumnType::*;
+    let meta = |i: usize| facts.type_meta.get(i).copied().unwrap_or(0);
+    let Some(ty) = facts.column_type else {
+        return ColumnKind::Unsupported {
+            type_name: format!("binlog type {}", facts.raw_type),
+        };
+    };
     match ty {
-        Some(ty) => format!("{ty:?}"),
-        None => format!("binlog type {raw}"),
+        MYSQL_TYPE_TINY => ColumnKind::Integer { bytes: 1 },
+        MYSQL_TYPE_SHORT => ColumnKind::Integer { bytes: 2 },
+        MYSQL_TYPE_INT24 => ColumnKind::Integer { bytes: 3 },
+        MYSQL_TYPE_LONG => ColumnKind::Integer { bytes: 4 },
+        MYSQL_TYPE_LONGLONG => ColumnKind::Integer { bytes: 8 },
+        MYSQL_TYPE_FLOAT => ColumnKind::Float,
+        MYSQL_TYPE_DOUBLE => ColumnKind::Double,
+        MYSQL_TYPE_NEWDECIMAL => ColumnKind::Decimal {
+            precision: meta(0),
+            scale: meta(1),
+        },
+        MYSQL_TYPE_YEAR => ColumnKind::Year,
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
+        MYSQL_TYPE_DATETIME => ColumnKind::DateTime { fsp: 0 },
+        MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime { fsp: meta(0) },
+        MYSQL_TYPE_TIMESTAMP => ColumnKind::Timestamp { fsp: 0 },
+        MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp { fsp: meta(0) },
+        MYSQL_TYPE_TIME => ColumnKind::Time { fsp: 0 },
+        MYSQL_TYPE_TIME2 => ColumnKind::Time { fsp: meta(0) },
+        // Metadata: bits in the last byte, then whole bytes.
+        MYSQL_TYPE_BIT => ColumnKind::Bit {
+            bits: u16::from(meta(1)) * 8 + u16::from(meta(0)),
+        },
+        MYSQL_TYPE_JSON => ColumnKind::JsonBinary,
+        MYSQL_TYPE_ENUM | MYSQL_TYPE_SET => {
+            let values = facts
+                .listed_values
+                .clone()
+                .or_else(|| facts.info.and_then(ColumnInfo::enum_or_set_values))
+                .unwrap_or_default();
+            if ty == MYSQL_TYPE_ENUM {
+                ColumnKind::Enum { values }
+            } else {
+                ColumnKind::Set { values }
+            }
+        }
+        MYSQL_TYPE_GEOMETRY => ColumnKind::Geometry,
+        MYSQL_TYPE_STRING
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB => match text_encoding(facts.collation, facts.info) {
+            None if ty == MYSQL_TYPE_STRING => ColumnKind::FixedBinary {
+                length: fixed_string_length(facts.type_meta),
+            },
+            None => ColumnKind::Binary,
+            Some(_) if facts.info.is_some_and(|c| c.is_json) => ColumnKind::JsonText,
+            Some(encoding) => ColumnKind::Text(encoding),
+        },
+        other => ColumnKind::Unsupported {
+            type_name: format!("{other:?}"),
+        },
     }
 }
 
@@ -775,114 +874,25 @@ impl TableSchema {
                 enum_set += 1;
             }
 
-            let encoding = || -> Option<TextEncoding> {
-                match (collation, col_info.and_then(|c| c.charset.as_deref())) {
-                    (Some(id), name) => match encoding_of_collation(id) {
-                        Some(TextEncoding::Unsupported(_)) if name.is_some() => {
-                            name.and_then(encoding_of_charset_name)
-                        }
-                        other => other,
-                    },
-                    (None, Some(name)) => encoding_of_charset_name(name),
-                    (None, None) => {
-                        // No charset anywhere: binary by binlog type is still
-                        // knowable for BLOB vs TEXT only through info; text
-                        // is the likelier and is decoded strictly.
-                        Some(TextEncoding::Utf8)
-                    }
+            let listed_values = match column_type {
+                Some(ColumnType::MYSQL_TYPE_ENUM) => {
+                    enums += 1;
+                    meta.enum_values.get(enums - 1).cloned()
                 }
+                Some(ColumnType::MYSQL_TYPE_SET) => {
+                    sets += 1;
+                    meta.set_values.get(sets - 1).cloned()
+                }
+                _ => None,
             };
-            let fsp = || type_meta.first().copied().unwrap_or(0);
-            use ColumnType::*;
-            let kind = match column_type {
-                None => ColumnKind::Unsupported {
-                    type_name: type_name(None, raw_type),
-                },
-                Some(ty) => match ty {
-                    MYSQL_TYPE_TINY => ColumnKind::Integer { bytes: 1 },
-                    MYSQL_TYPE_SHORT => ColumnKind::Integer { bytes: 2 },
-                    MYSQL_TYPE_INT24 => ColumnKind::Integer { bytes: 3 },
-                    MYSQL_TYPE_LONG => ColumnKind::Integer { bytes: 4 },
-                    MYSQL_TYPE_LONGLONG => ColumnKind::Integer { bytes: 8 },
-                    MYSQL_TYPE_FLOAT => ColumnKind::Float,
-                    MYSQL_TYPE_DOUBLE => ColumnKind::Double,
-                    MYSQL_TYPE_NEWDECIMAL => ColumnKind::Decimal {
-                        precision: type_meta.first().copied().unwrap_or(0),
-                        scale: type_meta.get(1).copied().unwrap_or(0),
-                    },
-                    MYSQL_TYPE_YEAR => ColumnKind::Year,
-                    MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
-                    MYSQL_TYPE_DATETIME => ColumnKind::DateTime { fsp: 0 },
-                    MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime { fsp: fsp() },
-                    MYSQL_TYPE_TIMESTAMP => ColumnKind::Timestamp { fsp: 0 },
-                    MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp { fsp: fsp() },
-                    MYSQL_TYPE_TIME => ColumnKind::Time { fsp: 0 },
-                    MYSQL_TYPE_TIME2 => ColumnKind::Time { fsp: fsp() },
-                    MYSQL_TYPE_BIT => ColumnKind::Bit {
-                        bits: u16::from(type_meta.get(1).copied().unwrap_or(0)) * 8
-                            + u16::from(type_meta.first().copied().unwrap_or(0)),
-                    },
-                    MYSQL_TYPE_JSON => ColumnKind::JsonBinary,
-                    MYSQL_TYPE_ENUM => {
-                        let values = meta
-                            .enum_values
-                            .get(enums)
-                            .cloned()
-                            .or_else(|| col_info.and_then(ColumnInfo::enum_or_set_values))
-                            .unwrap_or_default();
-                        enums += 1;
-                        ColumnKind::Enum { values }
-                    }
-                    MYSQL_TYPE_SET => {
-                        let values = meta
-                            .set_values
-                            .get(sets)
-                            .cloned()
-                            .or_else(|| col_info.and_then(ColumnInfo::enum_or_set_values))
-                            .unwrap_or_default();
-                        sets += 1;
-                        ColumnKind::Set { values }
-                    }
-                    MYSQL_TYPE_GEOMETRY => ColumnKind::Geometry,
-                    MYSQL_TYPE_STRING
-                    | MYSQL_TYPE_VARCHAR
-                    | MYSQL_TYPE_VAR_STRING
-                    | MYSQL_TYPE_BLOB
-                    | MYSQL_TYPE_TINY_BLOB
-                    | MYSQL_TYPE_MEDIUM_BLOB
-                    | MYSQL_TYPE_LONG_BLOB => {
-                        let binary_by_info = collation.is_none()
-                            && col_info.is_some_and(|c| {
-                                c.charset.is_none()
-                                    && matches!(
-                                        c.data_type.as_str(),
-                                        "binary"
-                                            | "varbinary"
-                                            | "tinyblob"
-                                            | "blob"
-                                            | "mediumblob"
-                                            | "longblob"
-                                    )
-                            });
-                        let binary = if ty == MYSQL_TYPE_STRING {
-                            ColumnKind::FixedBinary {
-                                length: fixed_string_length(&type_meta),
-                            }
-                        } else {
-                            ColumnKind::Binary
-                        };
-                        match encoding() {
-                            _ if binary_by_info => binary,
-                            None => binary,
-                            Some(_) if col_info.is_some_and(|c| c.is_json) => ColumnKind::JsonText,
-                            Some(enc) => ColumnKind::Text(enc),
-                        }
-                    }
-                    other => ColumnKind::Unsupported {
-                        type_name: format!("{other:?}"),
-                    },
-                },
-            };
+            let kind = column_kind(&ColumnFacts {
+                column_type,
+                raw_type,
+                type_meta: &type_meta,
+                collation,
+                info: col_info,
+                listed_values,
+            });
             columns.push(ColumnSchema {
                 name: name.clone(),
                 column_type,
@@ -1766,5 +1776,335 @@ mod tests {
         ));
         assert!(info_type_compatible(ColumnType::MYSQL_TYPE_STRING, "uuid"));
         assert!(!info_type_compatible(ColumnType::MYSQL_TYPE_STRING, "int"));
+    }
+}
+
+/// TABLE_MAP events built from bytes, for unit tests here and in `decode`.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use mysql_async::binlog::BinlogVersion;
+    use mysql_async::binlog::events::{Event, FormatDescriptionEvent, TableMapEvent};
+
+    /// One column: binlog type, type metadata, nullable.
+    pub(crate) struct Col(pub u8, pub &'static [u8], pub bool);
+
+    fn lenenc(out: &mut Vec<u8>, n: usize) {
+        assert!(n < 251, "fixture lengths stay small");
+        out.push(n as u8);
+    }
+
+    /// A length-prefixed string list, as COLUMN_NAME and friends use.
+    pub(crate) fn strings(values: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in values {
+            lenenc(&mut out, v.len());
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+
+    /// ENUM_STR_VALUE / SET_STR_VALUE: per column, a count then strings.
+    pub(crate) fn value_lists(columns: &[&[&str]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for values in columns {
+            lenenc(&mut out, values.len());
+            out.extend(strings(values));
+        }
+        out
+    }
+
+    /// Builds a TABLE_MAP for `db.table` with optional-metadata TLVs.
+    pub(crate) fn table_map(
+        db: &str,
+        table: &str,
+        cols: &[Col],
+        tlvs: &[(u8, Vec<u8>)],
+    ) -> TableMapEvent<'static> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[42, 0, 0, 0, 0, 0]); // table id
+        body.extend_from_slice(&[1, 0]); // flags
+        for name in [db, table] {
+            body.push(name.len() as u8);
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+        }
+        lenenc(&mut body, cols.len());
+        body.extend(cols.iter().map(|c| c.0));
+        let meta: Vec<u8> = cols.iter().flat_map(|c| c.1.iter().copied()).collect();
+        lenenc(&mut body, meta.len());
+        body.extend_from_slice(&meta);
+        let mut nulls = vec![0u8; cols.len().div_ceil(8)];
+        for (i, c) in cols.iter().enumerate() {
+            if c.2 {
+                nulls[i / 8] |= 1 << (i % 8);
+            }
+        }
+        body.extend_from_slice(&nulls);
+        for (ty, value) in tlvs {
+            body.push(*ty);
+            lenenc(&mut body, value.len());
+            body.extend_from_slice(value);
+        }
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.push(19); // TABLE_MAP_EVENT
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(19 + body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        let event = Event::read(&fde, &bytes[..]).unwrap();
+        event
+            .read_event::<TableMapEvent<'_>>()
+            .unwrap()
+            .into_owned()
+    }
+}
+
+#[cfg(test)]
+mod table_map_tests {
+    use super::fixture::{Col, strings, table_map, value_lists};
+    use super::*;
+
+    // Binlog type codes.
+    const LONGLONG: u8 = 8;
+    const NEWDECIMAL: u8 = 246;
+    const VARCHAR: u8 = 15;
+    const STRING: u8 = 254;
+    const BLOB: u8 = 252;
+    const TIME2: u8 = 19;
+    const YEAR: u8 = 13;
+    const LONG: u8 = 3;
+
+    // Optional metadata field types.
+    const SIGNEDNESS: u8 = 1;
+    const DEFAULT_CHARSET: u8 = 2;
+    const COLUMN_NAME: u8 = 4;
+    const ENUM_STR_VALUE: u8 = 6;
+    const SIMPLE_PRIMARY_KEY: u8 = 8;
+    const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
+
+    /// id BIGINT UNSIGNED, amount DECIMAL(14,2), name VARCHAR(64),
+    /// status ENUM, attrs LONGTEXT, tm TIME(2), bin BINARY(4), y YEAR,
+    /// n INT UNSIGNED.
+    fn columns() -> Vec<Col> {
+        vec![
+            Col(LONGLONG, &[], false),
+            Col(NEWDECIMAL, &[14, 2], false),
+            Col(VARCHAR, &[0x00, 0x01], true),
+            Col(STRING, &[247, 1], false),
+            Col(BLOB, &[4], true),
+            Col(TIME2, &[2], true),
+            Col(STRING, &[0xfe, 4], true),
+            Col(YEAR, &[], true),
+            Col(LONG, &[], true),
+        ]
+    }
+
+    const NAMES: [&str; 9] = [
+        "id", "amount", "name", "status", "attrs", "tm", "bin", "y", "n",
+    ];
+
+    fn full_metadata() -> Vec<(u8, Vec<u8>)> {
+        vec![
+            // Numeric columns: id, amount, y, n -> unsigned, signed, unsigned, unsigned.
+            (SIGNEDNESS, vec![0b1011_0000]),
+            // Character columns name, attrs, bin: default 224, bin (2nd index) binary.
+            (DEFAULT_CHARSET, vec![224, 2, 63]),
+            (COLUMN_NAME, strings(&NAMES)),
+            (ENUM_STR_VALUE, value_lists(&[&["pending", "paid"]])),
+            (SIMPLE_PRIMARY_KEY, vec![0]),
+            (ENUM_AND_SET_DEFAULT_CHARSET, vec![224]),
+        ]
+    }
+
+    fn column_info(
+        name: &str,
+        data_type: &str,
+        column_type: &str,
+        charset: Option<&str>,
+    ) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            charset: charset.map(str::to_string),
+            nullable: true,
+            is_json: false,
+        }
+    }
+
+    fn info() -> TableInfo {
+        let mut attrs = column_info("attrs", "longtext", "longtext", Some("utf8mb4"));
+        attrs.is_json = true;
+        TableInfo {
+            db: "shop".into(),
+            table: "orders".into(),
+            columns: vec![
+                column_info("id", "bigint", "bigint(20) unsigned", None),
+                column_info("amount", "decimal", "decimal(14,2)", None),
+                column_info("name", "varchar", "varchar(64)", Some("utf8mb4")),
+                column_info("status", "enum", "enum('pending','paid')", Some("utf8mb4")),
+                attrs,
+                column_info("tm", "time", "time(2)", None),
+                column_info("bin", "binary", "binary(4)", None),
+                column_info("y", "year", "year(4)", None),
+                column_info("n", "int", "int(10) unsigned", None),
+            ],
+            primary_key: vec!["id".into()],
+        }
+    }
+
+    fn expected_kinds(json: bool) -> Vec<ColumnKind> {
+        vec![
+            ColumnKind::Integer { bytes: 8 },
+            ColumnKind::Decimal {
+                precision: 14,
+                scale: 2,
+            },
+            ColumnKind::Text(TextEncoding::Utf8),
+            ColumnKind::Enum {
+                values: vec!["pending".into(), "paid".into()],
+            },
+            if json {
+                ColumnKind::JsonText
+            } else {
+                ColumnKind::Text(TextEncoding::Utf8)
+            },
+            ColumnKind::Time { fsp: 2 },
+            ColumnKind::FixedBinary { length: 4 },
+            ColumnKind::Year,
+            ColumnKind::Integer { bytes: 4 },
+        ]
+    }
+
+    fn check(schema: &TableSchema, json: bool) {
+        assert_eq!(
+            (schema.db.as_str(), schema.table.as_str()),
+            ("shop", "orders")
+        );
+        assert_eq!(schema.table_id, 42);
+        let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, NAMES);
+        let kinds: Vec<ColumnKind> = schema.columns.iter().map(|c| c.kind.clone()).collect();
+        assert_eq!(kinds, expected_kinds(json));
+        // Signedness matters for integers only (MariaDB also flags YEAR).
+        let unsigned: Vec<bool> = schema
+            .columns
+            .iter()
+            .map(|c| c.unsigned && matches!(c.kind, ColumnKind::Integer { .. }))
+            .collect();
+        assert_eq!(
+            unsigned,
+            [true, false, false, false, false, false, false, false, true]
+        );
+        let nullable: Vec<bool> = schema.columns.iter().map(|c| c.nullable).collect();
+        assert_eq!(
+            nullable,
+            [false, false, true, false, true, true, true, true, true]
+        );
+        assert_eq!(schema.primary_key, ["id"]);
+        assert_eq!(schema.column("attrs").unwrap().is_json(), json);
+    }
+
+    #[test]
+    fn full_metadata_alone_describes_the_table() {
+        let tme = table_map("shop", "orders", &columns(), &full_metadata());
+        let schema = TableSchema::from_table_map(&tme, None).unwrap();
+        check(&schema, false);
+        assert_eq!(schema.column("name").unwrap().collation, Some(224));
+        assert_eq!(schema.column("bin").unwrap().collation, Some(63));
+        assert_eq!(schema.column("status").unwrap().collation, Some(224));
+    }
+
+    #[test]
+    fn full_metadata_plus_info_adds_json() {
+        let tme = table_map("shop", "orders", &columns(), &full_metadata());
+        check(
+            &TableSchema::from_table_map(&tme, Some(&info())).unwrap(),
+            true,
+        );
+        // A stale layout (the table changed since) is used by name only.
+        let mut stale = info();
+        stale.columns.remove(1);
+        stale
+            .columns
+            .push(column_info("later", "int", "int(11)", None));
+        check(
+            &TableSchema::from_table_map(&tme, Some(&stale)).unwrap(),
+            true,
+        );
+    }
+
+    #[test]
+    fn without_metadata_info_supplies_everything() {
+        let tme = table_map("shop", "orders", &columns(), &[]);
+        check(
+            &TableSchema::from_table_map(&tme, Some(&info())).unwrap(),
+            true,
+        );
+    }
+
+    #[test]
+    fn without_names_anywhere_it_is_an_error() {
+        let tme = table_map("shop", "orders", &columns(), &[]);
+        let err = TableSchema::from_table_map(&tme, None).unwrap_err();
+        assert!(matches!(err, SchemaError::NoColumnNames { .. }), "{err}");
+        assert!(err.to_string().contains("shop.orders"), "{err}");
+    }
+
+    #[test]
+    fn a_ddl_race_is_reported_not_guessed() {
+        let tme = table_map("shop", "orders", &columns(), &[]);
+        let mut fewer = info();
+        fewer.columns.pop();
+        let err = TableSchema::from_table_map(&tme, Some(&fewer)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SchemaError::ColumnCountMismatch {
+                    binlog: 9,
+                    info: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut retyped = info();
+        retyped.columns[1] = column_info("amount", "varchar", "varchar(10)", Some("utf8mb4"));
+        let err = TableSchema::from_table_map(&tme, Some(&retyped)).unwrap_err();
+        assert!(
+            matches!(err, SchemaError::TypeMismatch { index: 1, ref column, .. } if column == "amount"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_primary_key_past_the_columns_is_malformed() {
+        let mut tlvs = full_metadata();
+        tlvs.retain(|(t, _)| *t != SIMPLE_PRIMARY_KEY);
+        tlvs.push((SIMPLE_PRIMARY_KEY, vec![9]));
+        let tme = table_map("shop", "orders", &columns(), &tlvs);
+        let err = TableSchema::from_table_map(&tme, None).unwrap_err();
+        assert!(
+            matches!(err, SchemaError::BadPrimaryKey { index: 9, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_binlog_types_become_unsupported_columns() {
+        let tme = table_map(
+            "shop",
+            "t",
+            &[Col(LONGLONG, &[], false), Col(242, &[4], true)],
+            &[(COLUMN_NAME, strings(&["id", "embedding"]))],
+        );
+        let schema = TableSchema::from_table_map(&tme, None).unwrap();
+        assert!(matches!(
+            &schema.columns[1].kind,
+            ColumnKind::Unsupported { type_name } if type_name.contains("VECTOR")
+        ));
     }
 }

@@ -80,7 +80,9 @@ impl TopicEnsurer {
             // Keep a week of history; compaction keeps the latest per key.
             new = new.set("retention.ms", "604800000");
         }
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
             .create_topics(&[new], &opts)

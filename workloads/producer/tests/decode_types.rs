@@ -16,7 +16,8 @@ use mysql_async::{BinlogStreamRequest, Conn, OptsBuilder};
 use paystream_core::envelope::Row;
 use paystream_producer::decode::decode_rows_event;
 use paystream_producer::mariadb_events::{
-    ChecksumStatus, GTID_EVENT, gtid_event_of, rotate_file_name, verify_checksum,
+    ChecksumStatus, GTID_EVENT, GTID_LIST_EVENT, gtid_event_of, gtid_list_of, rotate_file_name,
+    verify_checksum,
 };
 use paystream_producer::schema::{
     ColumnKind, DdlEffect, DdlOp, SchemaCache, TableSchema, TextEncoding, ddl_touched_tables,
@@ -454,4 +455,51 @@ async fn real_packages_table_layout_marks_its_json_column() {
     );
     let missing = load_table_info(&mut cdc, "payments", "no_such_table").await;
     assert!(missing.is_err());
+}
+
+#[tokio::test]
+async fn gtid_list_event_heads_a_binlog_file() {
+    let stack = Stack::from_env();
+    let mut admin = Conn::new(opts(&stack, &stack.admin)).await.unwrap();
+    let row: mysql_async::Row = admin
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let file: String = row.get(0).unwrap();
+    let mut cdc = Conn::new(opts(&stack, &stack.cdc)).await.unwrap();
+    cdc.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .unwrap();
+    let mut stream = cdc
+        .get_binlog_stream(
+            BinlogStreamRequest::new(4_300_000 + std::process::id() % 1000)
+                .with_filename(file.as_bytes())
+                .with_pos(4u64),
+        )
+        .await
+        .unwrap();
+    // The file starts with FORMAT_DESCRIPTION, then GTID_LIST.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let event = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("GTID_LIST before the deadline")
+            .unwrap()
+            .unwrap();
+        verify_checksum(&event).unwrap();
+        if event.header().event_type_raw() == GTID_LIST_EVENT {
+            break gtid_list_of(&event).unwrap().unwrap();
+        }
+    };
+    // The state before this file: empty for the first file, else one GTID
+    // per (domain, server) written before it.
+    for gtid in &list {
+        assert!(gtid.seq > 0, "{gtid}");
+    }
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        list.iter().all(|g| seen.insert((g.domain, g.server_id))),
+        "{list:?}"
+    );
 }

@@ -181,3 +181,5 @@ mod tests {
         assert!(err.to_string().contains("never"));
     }
 }
+
+pub mod proxy;

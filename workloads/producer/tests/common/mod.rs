@@ -74,7 +74,8 @@ impl Scratch {
         format!("{}.{}.{}", self.prefix, self.db, table)
     }
 
-    /// Starts the producer for this database; `extra` adds flags.
+    /// Starts the producer for this database; `extra` adds flags (later
+    /// flags win over the defaults).
     pub fn producer(&self, extra: &[&str]) -> Producer {
         Producer::spawn(self, extra)
     }
