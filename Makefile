@@ -69,7 +69,7 @@ stack-status: ## One line per server
 
 ## ---- Kubernetes: local control plane (no Docker) and kind --------------------
 
-.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster kind-up
+.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-kind kind-up kind-down
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, KWOK, metrics-server (cached)
 	@bash e2e/controlplane/build.sh
 cluster-up: ## Start the local control plane with KWOK nodes and metrics-server
@@ -79,7 +79,11 @@ cluster-down: ## Stop the local control plane; no process is left
 cluster-status: ## Show the local control plane
 	@bash e2e/controlplane/status.sh
 e2e-cluster: cluster-up ## Control-plane e2e tests against the local cluster
-	KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} $(CARGO) test -p paystream-e2e --locked --test cluster -- --test-threads=1
-e2e: e2e-cluster ## Every e2e test against the local cluster (or KUBECONFIG)
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test cluster -- --test-threads=1
+e2e: e2e-cluster ## Every e2e test against the local control plane
+e2e-kind: ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
+	KUBECONFIG=$(PAYSTREAM_VAR)/kind/kubeconfig $(CARGO) test -p paystream-e2e --locked -- --test-threads=1
 kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker)
 	@bash e2e/kind/up.sh
+kind-down: ## Delete the kind cluster
+	@bash e2e/kind/down.sh

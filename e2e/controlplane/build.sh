@@ -6,6 +6,7 @@
 # current pins (versions.env + every go.mod/go.sum/main.go, see build_key)
 # are already in $PAYSTREAM_CACHE/k8s/<version>/<key>/bin.
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v go >/dev/null || die "go is not on PATH (needs Go >= 1.26 for kwok ${KWOK_VERSION})"
@@ -28,14 +29,18 @@ tmp="$(mktemp -d "${parent}/.build.XXXXXX")"
 chmod 755 "${tmp}"
 trap 'rm -rf "${tmp}"' EXIT
 
-# Version stamps, as hack/lib/version.sh sets them, so /version tells the truth.
+# Version stamps, as hack/lib/version.sh sets them, so /version tells the
+# truth. The module proxy does not carry the release commit, so gitCommit stays
+# empty; the build date is the release's publication time (reproducible).
 minor="$(kube_minor)"
+release_time="$(cd "${CP_DIR}" &&
+  go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)"
 ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION}"
   ldflags+=" -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
-  ldflags+=" -X ${pkg}.gitTreeState=clean"
-  ldflags+=" -X ${pkg}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  ldflags+=" -X ${pkg}.gitCommit= -X ${pkg}.gitTreeState=clean"
+  ldflags+=" -X ${pkg}.buildDate=${release_time:-1970-01-01T00:00:00Z}"
 done
 
 # Static binaries; go.mod/go.sum are read-only inputs (the pins), never edited.

@@ -5,34 +5,44 @@
 # The etcd data, keys and pid files are removed; logs stay in
 # var/cluster/logs/ for a look after the fact (the next up.sh clears them).
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# stop_pid NAME PID
-stop_pid() {
-  local name="$1" pid="$2" deadline
-  kill -TERM "${pid}" 2>/dev/null || return 0
+# stop_pids PID... : SIGTERM to all, then wait for all; SIGKILL whatever
+# ignores SIGTERM for 15 s.
+stop_pids() {
+  local pid deadline alive
+  kill -TERM "$@" 2>/dev/null || true
   deadline=$((SECONDS + 15))
-  while kill -0 "${pid}" 2>/dev/null; do
+  while :; do
+    alive=()
+    for pid in "$@"; do kill -0 "${pid}" 2>/dev/null && alive+=("${pid}"); done
+    ((${#alive[@]} == 0)) && return 0
     if ((SECONDS >= deadline)); then
-      log "${name} (pid ${pid}) ignored SIGTERM for 15s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
+      log "pid(s) ${alive[*]} ignored SIGTERM for 15s; sending SIGKILL"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
       sleep 0.2
-      break
+      return 0
     fi
-    sleep 0.2
+    sleep 0.1
   done
 }
 
+# Stop in three waves: the API's clients together, then the apiserver, then
+# etcd, so that nothing loses its backend while it is still serving.
 stopped=0
-for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-  c="${COMPONENTS[i]}"
-  if component_running "${c}"; then
-    pid="$(cat "$(pid_file "${c}")")"
-    log "stopping ${c} (pid ${pid})"
-    stop_pid "${c}" "${pid}"
-    stopped=$((stopped + 1))
-  fi
-  rm -f "$(pid_file "${c}")"
+for wave in "metrics-server kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd"; do
+  pids=()
+  for c in ${wave}; do
+    if component_running "${c}"; then
+      pid="$(cat "$(pid_file "${c}")")"
+      log "stopping ${c} (pid ${pid})"
+      pids+=("${pid}")
+      stopped=$((stopped + 1))
+    fi
+    rm -f "$(pid_file "${c}")"
+  done
+  ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
 done
 
 # Anything still running from our state folder (a component whose pid file
@@ -41,7 +51,7 @@ leftover() {
   local p
   for p in /proc/[0-9]*; do
     [[ "${p##*/}" == "$$" ]] && continue
-    tr '\0' ' ' <"${p}/cmdline" 2>/dev/null | grep -q -- "${CLUSTER_DIR}/" && printf '%s\n' "${p##*/}"
+    tr '\0' ' ' 2>/dev/null <"${p}/cmdline" | grep -q -- "${CLUSTER_DIR}/" && printf '%s\n' "${p##*/}"
   done
   return 0
 }
@@ -53,8 +63,8 @@ ours() {
 }
 for pid in $(leftover); do
   ours "${pid}" || continue
-  log "stopping leftover process ${pid}: $(tr '\0' ' ' <"/proc/${pid}/cmdline" | cut -c1-120)"
-  stop_pid leftover "${pid}"
+  log "stopping leftover process ${pid}: $({ tr '\0' ' ' <"/proc/${pid}/cmdline"; } 2>/dev/null | cut -c1-120)"
+  stop_pids "${pid}"
   stopped=$((stopped + 1))
 done
 
@@ -66,7 +76,8 @@ if ((${#left[@]} > 0)); then
   die "processes still running after cluster-down: ${left[*]}"
 fi
 
-rm -rf "${CLUSTER_DIR}/etcd" "${CLUSTER_DIR}/pki" "${CLUSTER_DIR}/pids"
+rm -rf "${CLUSTER_DIR}/etcd" "${CLUSTER_DIR}/pki" "${CLUSTER_DIR}/pids" \
+  "${CLUSTER_DIR}/kubeconfig" "${CLUSTER_DIR}/kubeconfigs"
 if ((stopped == 0)); then
   log "cluster was not running; nothing to stop"
 else

@@ -4,13 +4,16 @@
 
 CP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${CP_DIR}/../.." && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=e2e/controlplane/versions.env
 source "${CP_DIR}/versions.env"
 
 # Build cache, outside the clone.
 PAYSTREAM_CACHE="${PAYSTREAM_CACHE:-${HOME}/.cache/paystream}"
-# Runtime state (certs, etcd data, logs, kubeconfig, pids), git-ignored.
-CLUSTER_DIR="${CLUSTER_DIR:-${REPO_ROOT}/var/cluster}"
+# Runtime state (certs, etcd data, logs, kubeconfig, pids), git-ignored:
+# $PAYSTREAM_VAR/cluster, that is var/cluster in the clone.
+PAYSTREAM_VAR="${PAYSTREAM_VAR:-${REPO_ROOT}/var}"
+CLUSTER_DIR="${CLUSTER_DIR:-${PAYSTREAM_VAR}/cluster}"
+[[ "${CLUSTER_DIR}" == /* ]] || CLUSTER_DIR="${REPO_ROOT}/${CLUSTER_DIR}"
 
 # Ports, all bound to 127.0.0.1. Override any of them through the environment.
 ETCD_CLIENT_PORT="${ETCD_CLIENT_PORT:-12379}"
@@ -24,6 +27,7 @@ METRICS_SERVER_PORT="${METRICS_SERVER_PORT:-16447}"
 KWOK_NODES="${KWOK_NODES:-3}"
 
 # Components in start order; down.sh stops them in reverse.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
@@ -33,7 +37,7 @@ die() { printf '[controlplane] ERROR: %s\n' "$*" >&2; exit 1; }
 # modules and the Go toolchain. Any change gives a new key, hence a rebuild.
 build_key() {
   (
-    cd "${CP_DIR}"
+    cd "${CP_DIR}" || exit 1
     {
       cat versions.env
       go env GOVERSION GOOS GOARCH
@@ -81,7 +85,7 @@ component_running() {
   [[ -f "${pf}" ]] || return 1
   pid="$(cat "${pf}")"
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q -- "${CLUSTER_DIR}"
+    tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline" | grep -q -- "${CLUSTER_DIR}"
 }
 
 # Poll a command until it succeeds or the deadline (seconds) passes.

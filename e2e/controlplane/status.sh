@@ -3,6 +3,7 @@
 # apiserver's readiness and version, the nodes and the metrics API.
 # Exits 0 when every component runs and the apiserver is ready, 1 otherwise.
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 kubeconfig="${CLUSTER_DIR}/kubeconfig"

@@ -10,6 +10,7 @@
 # Idempotent: when the cluster is already up it says so and exits 0; when it
 # is half up (a component died) it is torn down and started again.
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pki="${CLUSTER_DIR}/pki"
@@ -26,7 +27,7 @@ running=0
 for c in "${COMPONENTS[@]}"; do component_running "${c}" && running=$((running + 1)); done
 if ((running == ${#COMPONENTS[@]})); then
   log "cluster is already up (${server}); nothing to do"
-  log "  export KUBECONFIG=${admin_kubeconfig}"
+  echo "export KUBECONFIG=${admin_kubeconfig} PATH=${CLUSTER_DIR}/bin:\$PATH; kubectl get nodes"
   exit 0
 fi
 if ((running > 0)); then
@@ -62,6 +63,7 @@ done
 # ---------------------------------------------------------------- state dir
 
 # A fresh cluster every time: nothing of a previous run is reused.
+[[ "${CLUSTER_DIR}" == /*/* ]] || die "CLUSTER_DIR must be an absolute path below the root, not '${CLUSTER_DIR}'"
 rm -rf "${CLUSTER_DIR}"
 mkdir -p "${pki}" "${kubeconfigs}" "${manifests}" "${logs}" "${CLUSTER_DIR}/pids" \
   "${CLUSTER_DIR}/etcd" "${CLUSTER_DIR}/bin" "${CLUSTER_DIR}/kwok"

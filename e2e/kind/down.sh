@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Delete the kind cluster that e2e/kind/up.sh created.
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../controlplane/lib.sh"
 
 KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-paystream}"
@@ -10,4 +11,4 @@ if kind get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER_NAME}"; then
 else
   log "kind cluster ${KIND_CLUSTER_NAME} does not exist; nothing to delete"
 fi
-rm -f "${REPO_ROOT}/var/kind/kubeconfig"
+rm -f "${PAYSTREAM_VAR}/kind/kubeconfig"

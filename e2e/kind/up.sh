@@ -3,16 +3,17 @@
 # up like the local control plane: metrics-server, KWOK running in the cluster
 # with its default stages and annotation-driven resource usage, and the same
 # fake nodes (tainted here, since kind also has a real node). Writes the
-# kubeconfig to var/kind/kubeconfig. Idempotent: an existing cluster is
-# reused and the add-ons are re-applied.
+# kubeconfig to var/kind/kubeconfig ($PAYSTREAM_VAR/kind). Idempotent: an
+# existing cluster is reused and the add-ons are re-applied.
 #
 # The add-ons come from their projects' release manifests, at the versions
 # pinned in e2e/controlplane/versions.env, so this needs internet access.
 set -euo pipefail
+# shellcheck source=e2e/controlplane/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../controlplane/lib.sh"
 
 KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-paystream}"
-KIND_DIR="${REPO_ROOT}/var/kind"
+KIND_DIR="${PAYSTREAM_VAR}/kind"
 kubeconfig="${KIND_DIR}/kubeconfig"
 
 for tool in docker kind kubectl; do
@@ -46,6 +47,15 @@ fi
 log "installing kwok ${KWOK_VERSION}"
 kwok_release="https://github.com/kubernetes-sigs/kwok/releases/download/${KWOK_VERSION}"
 k apply -f "${kwok_release}/kwok.yaml" >/dev/null
+# kwok's default configuration syncs pods with a WatchList stream, which
+# Kubernetes 1.33 serves only behind a feature gate that is off by default
+# (the local control plane keeps the default too): use a plain list instead.
+if k -n kube-system get configmap kwok -o json | grep -q 'enablePodsOnNodeSyncStreamWatch: true'; then
+  k -n kube-system get configmap kwok -o json |
+    sed 's/enablePodsOnNodeSyncStreamWatch: true/enablePodsOnNodeSyncStreamWatch: false/' |
+    k replace -f - >/dev/null
+  k -n kube-system rollout restart deployment/kwok-controller >/dev/null
+fi
 k apply -f "${kwok_release}/stage-fast.yaml" >/dev/null
 k apply -f "${kwok_release}/metrics-usage.yaml" >/dev/null
 

@@ -3,8 +3,9 @@
 //! kind (`make kind-up`) run the same assertions. [`Cluster`] connects,
 //! [`TestNamespace`] gives each test a fresh namespace that is deleted again
 //! even when the test panics, [`ClusterScoped`] does the same for cluster-wide
-//! objects such as CRDs, and [`wait_for`] / [`poll_until`] await a condition
-//! with a deadline instead of sleeping.
+//! objects such as CRDs, [`wait_for`] / [`poll_until`] await a condition
+//! with a deadline instead of sleeping, and [`kwok_pod_placement`] puts test
+//! pods on the fake nodes.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -25,6 +26,19 @@ pub const E2E_LABEL: &str = "paystream.dev/e2e";
 
 /// Label of the fake (KWOK) nodes on both clusters; test pods select them.
 pub const KWOK_NODE_LABEL: (&str, &str) = ("type", "kwok");
+
+/// Pod spec fields that land a pod on a fake node, to merge into a pod
+/// template's `spec`: `nodeSelector` for [`KWOK_NODE_LABEL`] and the
+/// toleration of kwok's `NoSchedule` taint (which the fake nodes carry on kind,
+/// where real nodes run too; harmless on the local control plane).
+pub fn kwok_pod_placement() -> serde_json::Value {
+    serde_json::json!({
+        "nodeSelector": { KWOK_NODE_LABEL.0: KWOK_NODE_LABEL.1 },
+        "tolerations": [{
+            "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"
+        }]
+    })
+}
 
 /// The pinned versions of the local control plane, shared with its scripts.
 const VERSIONS_ENV: &str = include_str!("../../controlplane/versions.env");
@@ -250,5 +264,37 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err).with_context(|| format!("deleting {name}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_are_distinct_dns_labels() {
+        let a = unique_name("e2e-x");
+        let b = unique_name("e2e-x");
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn pinned_version_is_read_from_versions_env() -> Result<()> {
+        let version = pinned_kube_version()?;
+        let (major, minor) = pinned_major_minor()?;
+        assert!(
+            version.starts_with(&format!("v{major}.{minor}.")),
+            "{version}"
+        );
+        assert_eq!(major, "1");
+        Ok(())
     }
 }

@@ -20,8 +20,8 @@ use kube::api::{
 };
 use kube::runtime::conditions;
 use paystream_e2e::{
-    Cluster, ClusterScoped, KWOK_NODE_LABEL, TestNamespace, pinned_major_minor, poll_until,
-    unique_name, wait_for,
+    Cluster, ClusterScoped, KWOK_NODE_LABEL, TestNamespace, kwok_pod_placement, pinned_major_minor,
+    poll_until, unique_name, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -33,19 +33,8 @@ fn ssa() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-/// Pod template parts that land a pod on a fake node: the selector, and the
-/// toleration of the taint that kind's KWOK nodes carry (harmless elsewhere).
-fn kwok_placement() -> Value {
-    json!({
-        "nodeSelector": { KWOK_NODE_LABEL.0: KWOK_NODE_LABEL.1 },
-        "tolerations": [{
-            "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"
-        }]
-    })
-}
-
 fn deployment(name: &str, replicas: i32, annotations: Value) -> Result<Deployment> {
-    let placement = kwok_placement();
+    let placement = kwok_pod_placement();
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -253,7 +253,7 @@ async fn session(
                 chunk_rows: config.snapshot_chunk,
                 records: records.clone(),
             };
-            checks.mysql.set(true);
+            // Not ready during the snapshot: readiness means streaming.
             match snapshot::run(
                 &source_opts,
                 &snap_settings,

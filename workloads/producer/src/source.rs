@@ -111,8 +111,10 @@ pub fn is_transient(err: &mysql_async::Error) -> bool {
         mysql_async::Error::Server(e) => matches!(
             e.code,
             // too many connections, server shutdown, lock wait, deadlock,
-            // connection killed, query interrupted, read-only during failover
-            1040 | 1053 | 1205 | 1213 | 1927 | 1317 | 1290 | 2006 | 2013
+            // connection killed, query interrupted, read-only during failover,
+            // and "a replica with the same server id is connected" (the
+            // previous instance's dump thread, not yet reaped by the server)
+            1040 | 1053 | 1205 | 1213 | 1927 | 1317 | 1290 | 2006 | 2013 | 4052
         ),
         _ => false,
     }

@@ -241,3 +241,112 @@ async fn kill9_during_load_keeps_exactly_once_in_key_order() {
     producer.terminate();
     s.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_instance_is_fenced_and_nothing_is_published_twice() {
+    let rows = 5_000;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let s = Scratch::new("fence").await;
+    let flags = [
+        "--max-chunk-records",
+        "500",
+        "--batch-max-records",
+        "1000",
+        "--max-backoff-secs",
+        "2",
+    ];
+    let first = s.producer(&flags);
+    first.wait_ready().await;
+    // The initial snapshot is committed before the second instance appears:
+    // a snapshot interrupted by fencing would restart, by design.
+    read_until(
+        &s.stack.kafka_bootstrap,
+        &format!("{}.checkpoints", s.prefix),
+        Duration::from_secs(60),
+        |r| {
+            r.iter()
+                .any(|x| x.value.as_ref().is_some_and(|v| v["snapshot"] == "done"))
+        },
+    )
+    .await;
+    // A second instance of the same source: same transactional id.
+    let second = s.producer(&flags);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let expected = write_load(
+        &Scratch {
+            stack: s.stack.clone(),
+            db: s.db.clone(),
+            prefix: s.prefix.clone(),
+        },
+        rows,
+        seed,
+        progress,
+    )
+    .await;
+    read_until(
+        &s.stack.kafka_bootstrap,
+        &s.topic("users"),
+        Duration::from_secs(300),
+        |r| r.iter().any(|x| x.key == Some(json!({"id": 2}))),
+    )
+    .await;
+    let total_expected: usize = expected.values().map(Vec::len).sum();
+    let deletes = expected
+        .values()
+        .flatten()
+        .filter(|(op, _)| op == "d")
+        .count();
+    let (recs, _) = common::read_for(
+        &s.stack.kafka_bootstrap,
+        &s.topic("purchases"),
+        Duration::from_secs(120),
+        &|r: &[common::Rec]| r.len() >= total_expected + deletes,
+    )
+    .await;
+    let fenced = [&first, &second]
+        .iter()
+        .any(|p| p.log_text().contains("fenced") || p.log_text().contains("Fenced"));
+    assert!(fenced, "one instance must have been fenced by the other");
+    let mut sorted = recs.clone();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut got: Expected = BTreeMap::new();
+    for r in &sorted {
+        if let Some(v) = &r.value {
+            let id = r.key.as_ref().unwrap()["id"].as_u64().unwrap();
+            let op = v["op"].as_str().unwrap().to_string();
+            let image = if op == "d" { &v["before"] } else { &v["after"] };
+            got.entry(id)
+                .or_default()
+                .push((op, image["version"].as_u64().unwrap()));
+        }
+    }
+    let diffs: Vec<String> = expected
+        .iter()
+        .filter(|(id, want)| got.get(id) != Some(*want))
+        .take(10)
+        .map(|(id, want)| format!("key {id}: want {want:?} got {:?}", got.get(id)))
+        .collect();
+    let warnings = |p: &common::Producer| {
+        p.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        diffs.is_empty() && recs.len() == total_expected + deletes,
+        "seed {seed}: {} of {} records; first differences:\n{}\n--- first ---\n{}\n--- second ---\n{}",
+        recs.len(),
+        total_expected + deletes,
+        diffs.join("\n"),
+        warnings(&first),
+        warnings(&second)
+    );
+    drop((first, second));
+    s.drop().await;
+}

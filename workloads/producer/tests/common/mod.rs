@@ -210,6 +210,24 @@ pub async fn read_until(
     deadline: Duration,
     done: impl Fn(&[Rec]) -> bool,
 ) -> Vec<Rec> {
+    let (recs, complete) = read_for(bootstrap, topic, deadline, &done).await;
+    assert!(
+        complete,
+        "deadline passed for {topic} with {} records: {:#?}",
+        recs.len(),
+        recs.iter().rev().take(5).collect::<Vec<_>>()
+    );
+    recs
+}
+
+/// Like [`read_until`], but returns what it read when the deadline passes,
+/// with `false`.
+pub async fn read_for(
+    bootstrap: &str,
+    topic: &str,
+    deadline: Duration,
+    done: &impl Fn(&[Rec]) -> bool,
+) -> (Vec<Rec>, bool) {
     let bootstrap = bootstrap.to_string();
     let topic = topic.to_string();
     let consumer: BaseConsumer = ClientConfig::new()
@@ -245,24 +263,25 @@ pub async fn read_until(
     consumer.assign(&tpl).unwrap();
     let mut out: Vec<Rec> = Vec::new();
     while !done(&out) {
-        assert!(
-            start.elapsed() < deadline,
-            "deadline passed for {topic} with {} records: {:#?}",
-            out.len(),
-            out.iter().rev().take(5).collect::<Vec<_>>()
-        );
+        if start.elapsed() >= deadline {
+            return (out, false);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(Rec {
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key().map(|k| serde_json::from_slice(k).unwrap()),
+                key: m.key().map(|k| {
+                    serde_json::from_slice(k).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(k).into())
+                    })
+                }),
                 value: m.payload().map(|v| serde_json::from_slice(v).unwrap()),
             }),
             Some(Err(e)) => panic!("consumer error: {e}"),
             None => tokio::task::yield_now().await,
         }
     }
-    out
+    (out, true)
 }
 
 /// Non-tombstone events grouped by key, in offset order.
