@@ -57,6 +57,14 @@ clean: down ## Stop everything and wipe all local data
 seed: stack-up ## Seed demo data (10,000 users; SEED_USERS to change)
 	@bash stack/seed.sh
 
+## ---- Benchmarks (measure; never pass/fail) --------------------------------------
+
+.PHONY: bench bench-cdc
+bench: bench-cdc ## Every benchmark; reports under bench/results/
+bench-cdc: toolchain stack-up ## CDC: backlog drain rows/s, commit-to-Kafka latency p50/p99, peak RSS
+	$(CARGO) build --release --locked -p paystream-producer -p paystream-bench
+	$(CARGO_TARGET_DIR)/release/paystream-bench cdc $(BENCH_ARGS)
+
 ## ---- Local stack: MariaDB, Kafka, Redis ---------------------------------------
 
 .PHONY: stack-up stack-down stack-status

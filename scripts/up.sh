@@ -1,21 +1,49 @@
 #!/usr/bin/env bash
-# The last step of `make up`: starts the workloads that exist on top of the
-# running stack and prints how to see the pipeline working.
+# The last step of `make up`: starts paystream's workloads on top of the
+# running stack and shows a change travelling through the pipeline.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/workloads.sh"
+
+PREFIX="${PAYSTREAM_TOPIC_PREFIX:-paystream}"
+export PAYSTREAM_LOG="${PAYSTREAM_LOG:-info}"
+
+start_workload producer 19190 paystream-producer \
+  --mysql-port "$PAYSTREAM_MYSQL_PORT" \
+  --mysql-user paystream_cdc --mysql-password "${PAYSTREAM_MYSQL_CDC_PASSWORD:-paystream-cdc}" \
+  --mysql-tls verify-identity --mysql-tls-ca "$STACK_VAR/tls/ca.pem" \
+  --topic-prefix "$PREFIX" --include-table 'payments.*' \
+  --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
+
+# Show one change travelling: update a purchase, read its change event.
+MYSQL=(mariadb --defaults-file="$STACK_VAR/mariadb/my.cnf" -uroot payments)
+id=$("${MYSQL[@]}" -N -e "SELECT id FROM purchases WHERE user_id = 42 ORDER BY created_at DESC, id DESC LIMIT 1")
+"${MYSQL[@]}" -e "UPDATE purchases SET quantity = quantity + 1 WHERE id = $id"
+version=$("${MYSQL[@]}" -N -e "SELECT version FROM purchases WHERE id = $id")
+log "updated purchase $id to version $version; waiting for its change event in Kafka"
+topic="$PREFIX.payments.purchases"
+event=""
+seen_event() {
+  event=$(kcat -C -b "127.0.0.1:$PAYSTREAM_KAFKA_PORT" -t "$topic" -o -2000 -e -q \
+    -X isolation.level=read_committed -f '%k\t%s\n' 2>/dev/null \
+    | awk -F'\t' -v k="{\"id\":$id}" '$1 == k' | grep "\"version\":$version" | tail -n 1)
+  [[ -n "$event" ]]
+}
+wait_until 120 "the change event" seen_event || die "no change event for purchase $id; see $RUN_DIR/producer.log"
 
 cat <<MSG
 
-paystream: the local stack is up and seeded.
-  MariaDB  127.0.0.1:$PAYSTREAM_MYSQL_PORT   (schema payments; logs under var/stack/mariadb)
-  Kafka    127.0.0.1:$PAYSTREAM_KAFKA_PORT   (KRaft, single node; logs under var/stack/kafka)
-  Redis    127.0.0.1:$PAYSTREAM_REDIS_PORT   (password set; logs under var/stack/redis)
+paystream is up.
+  MariaDB   127.0.0.1:$PAYSTREAM_MYSQL_PORT   (schema payments, 10,000 demo users)
+  Kafka     127.0.0.1:$PAYSTREAM_KAFKA_PORT   (change topics $PREFIX.payments.*)
+  Redis     127.0.0.1:$PAYSTREAM_REDIS_PORT
+  producer  metrics http://127.0.0.1:19190/metrics   log $RUN_DIR/producer.log
 
-The workloads (producer, consumer, API) are not built yet; until they are,
-'make up' starts the stack and seeds it. Read one user's purchases straight
-from the database:
+The change event of purchase $id (version $version), as any Kafka client sees it:
+$(printf '%s\n' "$event" | cut -f2 | cut -c1-400)
 
-  mariadb --defaults-file=$STACK_VAR/mariadb/my.cnf -uroot payments -e 'SELECT id, package_id, amount, currency, status, created_at FROM purchases WHERE user_id = 42 ORDER BY created_at DESC, id DESC'
+Read user 42's purchase changes yourself:
+
+  kcat -C -b 127.0.0.1:$PAYSTREAM_KAFKA_PORT -t $topic -o beginning -e -X isolation.level=read_committed -f '%k %s\\n' | grep '"user_id":42,' | tail -n 3
 
 Stop everything with 'make down'.
 MSG

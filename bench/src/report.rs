@@ -1,0 +1,44 @@
+//! Writing results: a JSON file for machines and a Markdown page for people,
+//! both under `bench/results/`, named by date and benchmark.
+
+use std::path::PathBuf;
+
+/// Percentile of an ascending-sorted slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Writes `<dir>/<name>-<date>.json` and `.md`; returns their paths.
+pub fn write(
+    name: &str,
+    json: &serde_json::Value,
+    markdown: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = paystream_testkit::repo_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y-%m-%dT%H%M%SZ");
+    let j = dir.join(format!("{name}-{stamp}.json"));
+    let m = dir.join(format!("{name}-{stamp}.md"));
+    std::fs::write(&j, serde_json::to_string_pretty(json)?)?;
+    std::fs::write(&m, markdown)?;
+    Ok((j, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[7.0], 99.9), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
