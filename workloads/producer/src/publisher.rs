@@ -96,6 +96,12 @@ impl Publisher {
             .set("partitioner", "murmur2_random")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
+            // Back-to-back transactions: the broker answers "concurrent
+            // transactions" while the previous commit's markers are being
+            // written; librdkafka's default 100 ms retry backoff would add
+            // that much to every commit.
+            .set("retry.backoff.ms", "5")
+            .set("retry.backoff.max.ms", "100")
             .set("queue.buffering.max.messages", "100000")
             .set("queue.buffering.max.kbytes", "65536")
             .create()
