@@ -3,7 +3,7 @@
 //!
 //! The crate is a pure core in a thin I/O shell. Pure modules turn bytes and
 //! rows into values: [`gtid`] (positions), [`mariadb_events`] (MariaDB's GTID
-//! events and checksums), [`schema`] (table layouts), [`decode`] and
+//! events and checksums), [`schema`] (table layouts), [`ddl`] (what a DDL statement changes), [`decode`] and
 //! [`snapshot_values`] (row values to JSON), [`records`] (envelopes and keys),
 //! [`txn`] (transaction framing), [`position`] (checkpoint arithmetic) and
 //! [`filter`]. The I/O modules only move data: [`source`] and [`reader`]
@@ -12,6 +12,7 @@
 
 pub mod checkpoint_store;
 pub mod config;
+pub mod ddl;
 pub mod decode;
 pub mod filter;
 pub mod gtid;

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OnDecodeError;
+use crate::ddl;
 use crate::decode::decode_row;
 use crate::filter::TableFilter;
 use crate::gtid::ServerUuid;
@@ -35,7 +36,7 @@ use crate::mariadb_events;
 use crate::metrics::ProducerMetrics;
 use crate::position::add_gtid;
 use crate::records::{ChangeKind, Coordinates, Record, RecordSettings, RowChange};
-use crate::schema::{self, SchemaCache, TableSchema};
+use crate::schema::{SchemaCache, TableSchema};
 use crate::source::{self, SourceOpts};
 use crate::topics::{TopicEnsurer, TopicKind};
 use crate::txn::{Assembler, Chunk, Progress};
@@ -403,9 +404,9 @@ impl Reader {
                 } else if trimmed.eq_ignore_ascii_case("ROLLBACK") {
                     out.push(asm.rollback(end_pos, ts_ms));
                 } else {
-                    let effect = schema::ddl_touched_tables(current_db, trimmed);
-                    if let schema::DdlEffect::Tables {
-                        op: schema::DdlOp::Truncate,
+                    let effect = ddl::ddl_touched_tables(current_db, trimmed);
+                    if let ddl::DdlEffect::Tables {
+                        op: ddl::DdlOp::Truncate,
                         tables,
                     } = &effect
                     {

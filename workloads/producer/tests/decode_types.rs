@@ -14,14 +14,14 @@ use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, OptsBuilder};
 use paystream_core::envelope::Row;
+use paystream_producer::ddl::{DdlEffect, DdlOp, ddl_touched_tables};
 use paystream_producer::decode::decode_rows_event;
 use paystream_producer::mariadb_events::{
     ChecksumStatus, GTID_EVENT, GTID_LIST_EVENT, gtid_event_of, gtid_list_of, rotate_file_name,
     verify_checksum,
 };
 use paystream_producer::schema::{
-    ColumnKind, DdlEffect, DdlOp, SchemaCache, TableSchema, TextEncoding, ddl_touched_tables,
-    load_table_info,
+    ColumnKind, SchemaCache, TableSchema, TextEncoding, load_table_info,
 };
 use paystream_testkit::{Credentials, Stack, unique_name, wait_for};
 use serde_json::{Value, json};
