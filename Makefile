@@ -53,6 +53,10 @@ down: ## Stop the workloads, the stack and the local cluster
 clean: down ## Stop everything and wipe all local data
 	rm -rf $(PAYSTREAM_VAR)
 
+.PHONY: crds
+crds: ## Regenerate the CRD YAML from the operator's types (a test keeps it current)
+	$(CARGO) run -q -p paystream-operator --bin crdgen > crds/paymentpipeline.yaml
+
 .PHONY: seed
 seed: stack-up ## Seed demo data (10,000 users; SEED_USERS to change)
 	@bash stack/seed.sh
@@ -77,7 +81,7 @@ stack-status: ## One line per server
 
 ## ---- Kubernetes: local control plane (no Docker) and kind --------------------
 
-.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-kind kind-up kind-down
+.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-operator e2e-kind kind-up kind-down
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, KWOK, metrics-server (cached)
 	@bash e2e/controlplane/build.sh
 cluster-up: ## Start the local control plane with KWOK nodes and metrics-server
@@ -88,7 +92,9 @@ cluster-status: ## Show the local control plane
 	@bash e2e/controlplane/status.sh
 e2e-cluster: cluster-up ## Control-plane e2e tests against the local cluster
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test cluster -- --test-threads=1
-e2e: e2e-cluster ## Every e2e test against the local control plane
+e2e-operator: cluster-up stack-up ## Operator e2e (operator and producer as local processes, real stack)
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test operator -- --test-threads=1
+e2e: e2e-cluster e2e-operator ## Every e2e test against the local control plane
 e2e-kind: ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
 	KUBECONFIG=$(PAYSTREAM_VAR)/kind/kubeconfig $(CARGO) test -p paystream-e2e --locked -- --test-threads=1
 kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker)

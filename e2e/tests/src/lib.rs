@@ -267,6 +267,118 @@ where
     }
 }
 
+/// A local process the test started (the operator, the producer), killed
+/// when dropped, also when the test panics.
+pub struct LocalProcess {
+    name: String,
+    child: std::process::Child,
+}
+
+impl LocalProcess {
+    /// Starts `program` with `args` and extra `env`, logging to
+    /// `var/e2e/<name>.log`.
+    pub fn start(
+        name: &str,
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Self> {
+        let dir = repo_root().join("var/e2e");
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).stdout(log.try_clone()?).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("stopping {}: {e}", self.name);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the workspace binaries `bins` of `packages` (debug) and returns
+/// the directory holding them.
+pub fn build_binaries(packages: &[&str]) -> Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.arg("build").current_dir(repo_root());
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build of {packages:?} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    Ok(target.join("debug"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GETs `http://127.0.0.1:<port><path>` and returns the body.
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    Ok(buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// Sums the samples of metric `name` in a Prometheus text body whose labels
+/// pass `keep`.
+pub fn metric_sum(body: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && keep(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

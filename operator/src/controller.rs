@@ -1,0 +1,608 @@
+//! The kube-rs controller: watches PaymentPipelines (filtered on generation
+//! and finalizers, so status writes never trigger it) and the Deployments,
+//! ConfigMaps and HPAs it owns, and runs one reconcile per pipeline:
+//! dereference (Secrets) → validate → topics → build → apply → status. A
+//! periodic requeue refreshes the binlog position and the lag; the status is
+//! written only when it changed. Problems become a Degraded condition and an
+//! Event, never a crash; Kafka outages back off.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use kube::runtime::{Controller, WatchStreamExt, predicates};
+use kube::{Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{FINALIZER, PaymentPipeline, PaymentPipelineStatus};
+use crate::metrics::Metrics;
+use crate::observe;
+use crate::reconcile::apply::Applier;
+use crate::reconcile::names::{self, MANAGER, Workload};
+use crate::reconcile::validate::{Validated, validate};
+use crate::reconcile::{self, BuildError, BuildInputs, env};
+use crate::status::{self, Observation, Problem, Replicas};
+use crate::topics::{self, KafkaAdmin};
+
+/// A reconcile failed; the controller retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused or failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// A builder failed (a bug).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Deleting the topics failed.
+    #[error(transparent)]
+    Topics(#[from] topics::TopicError),
+    /// The object has no name or uid to own children with.
+    #[error("the PaymentPipeline has no uid yet")]
+    NoOwner,
+    /// The finalizer helper failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn class(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Build(_) => "build",
+            Self::Topics(_) => "kafka",
+            Self::NoOwner => "owner",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Status refresh period.
+    pub status_interval: Duration,
+    /// Kafka request timeout.
+    pub kafka_timeout: Duration,
+    /// Tag of the default images.
+    pub image_tag: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    applier: Applier,
+    metrics: Metrics,
+    recorder: Recorder,
+    settings: Settings,
+    /// Consecutive Kafka failures per pipeline, for the backoff.
+    kafka_failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context writing through `client`.
+    pub fn new(client: Client, metrics: Metrics, settings: Settings, instance: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(instance),
+            },
+        );
+        Self {
+            applier: Applier::new(client.clone(), metrics.clone()),
+            client,
+            metrics,
+            recorder,
+            settings,
+            kafka_failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn event(&self, p: &PaymentPipeline, type_: EventType, reason: &str, note: String) {
+        self.metrics.api_write("Event", "create");
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &p.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an Event");
+        }
+    }
+
+    fn kafka_backoff(&self, key: &str, failed: bool) -> Option<Duration> {
+        let mut m = self.kafka_failures.lock().ok()?;
+        if !failed {
+            m.remove(key);
+            return None;
+        }
+        let n = m.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 5u64.saturating_mul(1 << (*n).min(6)).min(300);
+        Some(Duration::from_secs(secs))
+    }
+}
+
+/// Reads `key` of Secret `name`, as text.
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+        })
+}
+
+/// Dereference: checks the Secrets the spec names exist, and returns the
+/// Kafka SASL credentials the operator itself needs.
+async fn dereference(
+    secrets: &Api<Secret>,
+    v: &Validated,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<(String, String)>, kube::Error> {
+    let s = &v.spec;
+    let mut named = vec![(
+        "source.credentialsSecretRef",
+        s.source.credentials_secret_ref.name.clone(),
+    )];
+    if let Some(r) = &s.redis.credentials_secret_ref {
+        named.push(("redis.credentialsSecretRef", r.name.clone()));
+    }
+    if let Some(r) = &s.source.tls.ca_secret_ref {
+        named.push(("source.tls.caSecretRef", r.name.clone()));
+    }
+    for (field, name) in named {
+        if secrets.get_metadata_opt(&name).await?.is_none() {
+            problems.push(Problem::new(
+                "SecretMissing",
+                format!(
+                    "{field}: Secret {name:?} not found in namespace {}; create it",
+                    v.namespace
+                ),
+            ));
+        }
+    }
+    let Some(r) = &s.kafka.credentials_secret_ref else {
+        return Ok(None);
+    };
+    match secrets.get_opt(&r.name).await? {
+        None => {
+            problems.push(Problem::new(
+                "SecretMissing",
+                format!(
+                    "kafka.credentialsSecretRef: Secret {:?} not found in namespace {}; create it",
+                    r.name, v.namespace
+                ),
+            ));
+            Ok(None)
+        }
+        Some(secret) => match (
+            secret_value(&secret, &r.username_key),
+            secret_value(&secret, &r.password_key),
+        ) {
+            (Some(u), Some(p)) => Ok(Some((u, p))),
+            _ => {
+                problems.push(Problem::new(
+                    "SecretMissing",
+                    format!(
+                        "kafka.credentialsSecretRef: Secret {:?} lacks key {:?} or {:?}",
+                        r.name, r.username_key, r.password_key
+                    ),
+                ));
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// What the Kafka step learnt.
+#[derive(Default)]
+struct KafkaOutcome {
+    partitions: Option<i32>,
+    checkpoint: Option<Option<paystream_core::checkpoint::Checkpoint>>,
+    lag: Option<i64>,
+    changes: Vec<String>,
+    unreachable: bool,
+}
+
+/// Topics (unless paused), then the checkpoint and the lag.
+async fn kafka_step(
+    ctx: &Context,
+    v: &Validated,
+    sasl: Option<(String, String)>,
+    paused: bool,
+    problems: &mut Vec<Problem>,
+) -> KafkaOutcome {
+    let mut out = KafkaOutcome::default();
+    let kafka = &v.spec.kafka;
+    let config = topics::client_config(kafka, sasl);
+    let timeout = ctx.settings.kafka_timeout;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Problem::new(
+            "KafkaUnreachable",
+            format!(
+                "cannot reach Kafka at {}: {e}; check kafka.bootstrapServers and the brokers",
+                kafka.bootstrap_servers
+            ),
+        )
+    };
+    let admin = match KafkaAdmin::new(&config, timeout) {
+        Ok(a) => a,
+        Err(e) => {
+            problems.push(unreachable(&e));
+            out.unreachable = true;
+            return out;
+        }
+    };
+    let desired = topics::desired(kafka, &v.change_topics);
+    let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let mut keys: Vec<&str> = vec!["cleanup.policy"];
+    keys.extend(kafka.topic_config.keys().map(String::as_str));
+    let existing = match admin.describe(&names, &keys).await {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(unreachable(&e));
+            out.unreachable = true;
+            return out;
+        }
+    };
+    let plan = topics::plan(&desired, &existing);
+    if let Some((_, have, want)) = plan.refused.first() {
+        let topics: Vec<&str> = plan.refused.iter().map(|(t, _, _)| t.as_str()).collect();
+        problems.push(Problem::new(
+            "PartitionDecreaseRefused",
+            format!(
+                "kafka.partitions is {want} but the topics have {have}; Kafka cannot remove partitions, so {} left as they are: set kafka.partitions to {have} or more",
+                topics.join(", ")
+            ),
+        ));
+    }
+    let mut partitions: HashMap<String, i32> = existing
+        .iter()
+        .map(|(k, e)| (k.clone(), e.partitions))
+        .collect();
+    if !paused && !plan.is_noop() {
+        match admin.execute(&plan).await {
+            Ok(changes) => {
+                for d in &plan.create {
+                    partitions.insert(d.name.clone(), d.partitions);
+                }
+                for (t, _, to) in &plan.grow {
+                    partitions.insert(t.clone(), *to);
+                }
+                out.changes = changes;
+            }
+            Err(e) => {
+                problems.push(Problem::new("TopicUpdateFailed", format!("{e}")));
+            }
+        }
+    }
+    out.partitions = v
+        .change_topics
+        .iter()
+        .filter_map(|t| partitions.get(t).copied())
+        .min();
+    match observe::checkpoint(&config, &kafka.topic_prefix, timeout).await {
+        Ok(cp) => out.checkpoint = Some(cp),
+        Err(e) => tracing::warn!(error = %e, "cannot read the producer checkpoint"),
+    }
+    match observe::consumer_lag(
+        &config,
+        &env::consumer_group(&kafka.topic_prefix),
+        &v.change_topics,
+        timeout,
+    )
+    .await
+    {
+        Ok(lag) => out.lag = Some(lag),
+        Err(e) => tracing::warn!(error = %e, "cannot read the consumer lag"),
+    }
+    out
+}
+
+/// Ready and desired replicas of the three Deployments.
+async fn replicas(client: &Client, ns: &str, pipeline: &str) -> Result<[Replicas; 3], kube::Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut out = [Replicas::default(); 3];
+    for (slot, w) in out.iter_mut().zip(Workload::ALL) {
+        if let Some(d) = api.get_opt(&names::workload_name(pipeline, w)).await? {
+            *slot = Replicas {
+                ready: d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+                desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            };
+        }
+    }
+    Ok(out)
+}
+
+async fn apply_all(
+    ctx: &Context,
+    ns: &str,
+    desired: &reconcile::Desired,
+) -> Result<usize, kube::Error> {
+    let a = &ctx.applier;
+    let mut writes = 0usize;
+    writes += usize::from(a.apply(ns, &desired.service_account).await?);
+    writes += usize::from(a.apply(ns, &desired.config_map).await?);
+    for s in &desired.services {
+        writes += usize::from(a.apply(ns, s).await?);
+    }
+    for d in &desired.deployments {
+        writes += usize::from(a.apply_deployment(ns, d).await?);
+    }
+    for h in &desired.hpas {
+        writes += usize::from(a.apply(ns, h).await?);
+    }
+    for name in &desired.stale_hpas {
+        writes += usize::from(a.delete::<HorizontalPodAutoscaler>(ns, name).await?);
+    }
+    for p in &desired.pdbs {
+        writes += usize::from(a.apply(ns, p).await?);
+    }
+    Ok(writes)
+}
+
+/// Writes `status` if it differs from what the object has.
+async fn write_status(
+    ctx: &Context,
+    p: &PaymentPipeline,
+    status: PaymentPipelineStatus,
+) -> Result<(), kube::Error> {
+    if p.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<PaymentPipeline> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "paystream.io/v1alpha1",
+        "kind": "PaymentPipeline",
+        "status": status,
+    });
+    ctx.metrics.api_write("PaymentPipeline", "status");
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes an Event for each Degraded problem that is new.
+async fn announce(ctx: &Context, p: &PaymentPipeline, new: &PaymentPipelineStatus) {
+    let old = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"));
+    let now = new.conditions.iter().find(|c| c.type_ == "Degraded");
+    if let Some(now) = now
+        && now.status == "True"
+        && old.is_none_or(|o| {
+            o.status != "True" || o.reason != now.reason || o.message != now.message
+        })
+    {
+        ctx.event(p, EventType::Warning, &now.reason, now.message.clone())
+            .await;
+    }
+}
+
+async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", p.name_any());
+    let mut obs = Observation {
+        generation: p.metadata.generation,
+        paused: p.spec.paused,
+        ..Default::default()
+    };
+    let mut requeue = ctx.settings.status_interval;
+    let validated = match validate(&p) {
+        Ok(v) => v,
+        Err(problems) => {
+            obs.problems = problems
+                .into_iter()
+                .map(|m| Problem::new("InvalidSpec", m))
+                .collect();
+            let status = status::compute(p.status.as_ref(), &obs, Time(Timestamp::now()));
+            announce(&ctx, &p, &status).await;
+            write_status(&ctx, &p, status).await?;
+            // Nothing changes until the spec does; the watch brings that.
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let sasl = dereference(&secrets, &validated, &mut obs.problems).await?;
+    let kafka = kafka_step(&ctx, &validated, sasl, p.spec.paused, &mut obs.problems).await;
+    if let Some(backoff) = ctx.kafka_backoff(&key, kafka.unreachable) {
+        requeue = backoff;
+    }
+    for change in &kafka.changes {
+        ctx.metrics.topic_changed();
+        ctx.event(&p, EventType::Normal, "TopicChanged", change.clone())
+            .await;
+    }
+    obs.partitions = kafka.partitions;
+    obs.checkpoint = kafka.checkpoint;
+    obs.lag = kafka.lag;
+
+    if !p.spec.paused {
+        let owner = p.controller_owner_ref(&()).ok_or(Error::NoOwner)?;
+        let inputs = BuildInputs {
+            owner,
+            consumer_lag: obs.lag.or(p.status.as_ref().and_then(|s| s.consumer_lag)),
+            image_tag: ctx.settings.image_tag.clone(),
+        };
+        let desired = reconcile::build(&validated, &inputs)?;
+        match apply_all(&ctx, &ns, &desired).await {
+            Ok(n) if n > 0 => tracing::info!(pipeline = %key, writes = n, "applied"),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 403 => {
+                obs.problems.push(Problem::new(
+                    "ApplyFailed",
+                    format!("the apiserver refused an object: {}", s.message),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    obs.replicas = Some(replicas(&ctx.client, &ns, &validated.name).await?);
+    let status = status::compute(p.status.as_ref(), &obs, Time(Timestamp::now()));
+    announce(&ctx, &p, &status).await;
+    write_status(&ctx, &p, status).await?;
+    Ok(Action::requeue(requeue))
+}
+
+async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_default();
+    let selector = names::pipeline_selector(&p.name_any());
+    let a = &ctx.applier;
+    let mut removed = 0;
+    removed += a
+        .delete_labelled::<HorizontalPodAutoscaler>(&ns, &selector)
+        .await?;
+    removed += a
+        .delete_labelled::<PodDisruptionBudget>(&ns, &selector)
+        .await?;
+    removed += a.delete_labelled::<Deployment>(&ns, &selector).await?;
+    removed += a.delete_labelled::<Service>(&ns, &selector).await?;
+    removed += a.delete_labelled::<ConfigMap>(&ns, &selector).await?;
+    removed += a.delete_labelled::<ServiceAccount>(&ns, &selector).await?;
+    if p.spec.kafka.delete_topics_on_delete
+        && let Ok(v) = validate(&p)
+    {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut ignored = Vec::new();
+        let sasl = dereference(&secrets, &v, &mut ignored).await?;
+        let admin = KafkaAdmin::new(
+            &topics::client_config(&v.spec.kafka, sasl),
+            ctx.settings.kafka_timeout,
+        )?;
+        let desired = topics::desired(&v.spec.kafka, &v.change_topics);
+        let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+        admin.delete(&names).await?;
+        ctx.event(
+            &p,
+            EventType::Normal,
+            "TopicsDeleted",
+            format!("deleted topics {}", names.join(", ")),
+        )
+        .await;
+    }
+    tracing::info!(pipeline = %p.name_any(), removed, "cleaned up");
+    Ok(Action::await_change())
+}
+
+/// One reconcile of one PaymentPipeline.
+pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let ns = p.namespace().unwrap_or_default();
+    let api: Api<PaymentPipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    if p.metadata.deletion_timestamp.is_none() && !p.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.metrics.api_write("PaymentPipeline", "finalizer");
+    }
+    let c = ctx.clone();
+    let result = finalizer(&api, FINALIZER, p, |event| async move {
+        match event {
+            Finalizer::Apply(p) => reconcile_apply(p, c).await,
+            Finalizer::Cleanup(p) => reconcile_cleanup(p, c).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(start.elapsed());
+    result
+}
+
+/// Retry policy on errors: log, count, retry in 30 s.
+pub fn error_policy(p: Arc<PaymentPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(pipeline = %p.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.failed(error.class());
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// Runs the controller until `stop` is cancelled.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) -> Result<(), kube::Error> {
+    let pipelines: Api<PaymentPipeline> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Fails early, with a clear error, when the CRD is not installed.
+    pipelines
+        .list_metadata(&ListParams::default().limit(1))
+        .await?;
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(pipelines, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            kube::runtime::utils::Predicate::combine(
+                predicates::generation,
+                predicates::finalizers,
+            ),
+            Default::default(),
+        );
+    let scoped = |c: Client| -> (
+        Api<Deployment>,
+        Api<ConfigMap>,
+        Api<HorizontalPodAutoscaler>,
+    ) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c, ns),
+            ),
+            None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c)),
+        }
+    };
+    let (deployments, config_maps, hpas) = scoped(client);
+    Controller::for_stream(trigger, reader)
+        .owns(deployments, owned.clone())
+        .owns(config_maps, owned.clone())
+        .owns(hpas, owned)
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(pipeline = %obj_name(&obj), "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn obj_name(o: &ObjectRef<PaymentPipeline>) -> String {
+    format!("{}/{}", o.namespace.as_deref().unwrap_or_default(), o.name)
+}

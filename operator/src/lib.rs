@@ -1,0 +1,21 @@
+//! The paystream operator: reconciles `PaymentPipeline` resources into the
+//! producer, consumer and API workloads, the Kafka topics and a status that
+//! reports the binlog position and the consumer lag.
+//!
+//! Pure modules turn data into data: [`crd`] (the resource's types),
+//! [`reconcile::validate`] and the builders under [`reconcile`] (a pipeline to
+//! Kubernetes objects), [`topics::plan`] (what to do to Kafka), [`status`]
+//! (conditions and phase) and [`leader::decide`]. The I/O modules only move
+//! data: [`reconcile::apply`] (server-side apply), [`topics`] and [`observe`]
+//! (Kafka), [`leader`] (the Lease). [`controller`] wires them into a kube-rs
+//! controller.
+
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod status;
+pub mod topics;

@@ -1,0 +1,114 @@
+//! The operator's Prometheus metrics, served by the shared ops server:
+//! reconciles, their failures and duration, Kafka topic changes, and every
+//! write the operator makes to the apiserver, by kind and verb (the idle
+//! check reads `paystream_operator_api_writes_total`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an API write.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// Object kind.
+    pub kind: String,
+    /// apply, delete, handover, status, lease, event.
+    pub verb: String,
+}
+
+/// Labels of a reconcile outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Error class.
+    pub error: String,
+}
+
+/// Handles to the metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    reconciles: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+    writes: Family<WriteLabels, Counter>,
+    topic_changes: Counter,
+}
+
+impl Metrics {
+    /// Registers the metrics under `operator_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            writes: Family::default(),
+            topic_changes: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("operator");
+        r.register("reconciles", "Reconciles run", m.reconciles.clone());
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error",
+            m.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            m.duration.clone(),
+        );
+        r.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind and verb",
+            m.writes.clone(),
+        );
+        r.register(
+            "topic_changes",
+            "Kafka topics created, grown or reconfigured",
+            m.topic_changes.clone(),
+        );
+        m
+    }
+
+    /// Metrics registered nowhere (tests).
+    pub fn unregistered() -> Self {
+        Self::register(&mut Registry::default())
+    }
+
+    /// A reconcile finished after `took`.
+    pub fn reconciled(&self, took: Duration) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// A reconcile failed with an error of class `error`.
+    pub fn failed(&self, error: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                error: error.into(),
+            })
+            .inc();
+    }
+
+    /// One write to the apiserver.
+    pub fn api_write(&self, kind: &str, verb: &str) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                kind: kind.into(),
+                verb: verb.into(),
+            })
+            .inc();
+    }
+
+    /// One topic change in Kafka.
+    pub fn topic_changed(&self) {
+        self.topic_changes.inc();
+    }
+
+    /// Total reconciles so far.
+    pub fn reconcile_count(&self) -> u64 {
+        self.reconciles.get()
+    }
+}

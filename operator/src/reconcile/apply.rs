@@ -1,0 +1,252 @@
+//! The apiserver side of reconciling: server-side apply of the built objects
+//! under one field manager, the hand-over of `spec.replicas` to an HPA, and
+//! deletion. It skips an apply when the object is exactly as this process
+//! last applied it (same desired content, and its own managedFields entry
+//! unchanged since), so an idle
+//! operator makes no writes; every write it does make is counted.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::DesiredDeployment;
+use super::names::{HANDOVER_MANAGER, MANAGER};
+use crate::metrics::Metrics;
+
+/// What this process last applied to an object: the hash of the desired
+/// content and the resourceVersion the apply returned.
+type Applied = HashMap<String, (u64, String)>;
+
+/// Applies objects and remembers what it applied.
+pub struct Applier {
+    client: Client,
+    metrics: Metrics,
+    applied: Mutex<Applied>,
+}
+
+/// True when `manager` owns `spec.replicas` through an Apply operation.
+/// Pure.
+pub fn owns_replicas(fields: &[ManagedFieldsEntry], manager: &str) -> bool {
+    fields.iter().any(|f| {
+        f.manager.as_deref() == Some(manager)
+            && f.operation.as_deref() == Some("Apply")
+            && f.fields_v1
+                .as_ref()
+                .and_then(|v| v.0.get("f:spec"))
+                .and_then(|spec| spec.get("f:replicas"))
+                .is_some()
+    })
+}
+
+/// What identifies the state of the fields this operator owns in an object:
+/// its own managedFields entry (the set of fields and when they last
+/// changed). Another writer's changes to fields the operator does not own
+/// (an HPA's replicas, any status) leave it alone; a change to one of the
+/// operator's fields takes the field away and changes it. Falls back to the
+/// resourceVersion.
+fn version_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    let ours = meta.managed_fields.iter().flatten().find(|f| {
+        f.manager.as_deref() == Some(MANAGER)
+            && f.operation.as_deref() == Some("Apply")
+            && f.subresource.is_none()
+    });
+    match ours {
+        Some(f) => serde_json::to_string(&(&f.time, &f.fields_v1)).ok(),
+        None => meta.resource_version.clone(),
+    }
+}
+
+fn content_hash<T: Serialize>(obj: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(obj).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+impl Applier {
+    /// An applier writing through `client`.
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        Self {
+            client,
+            metrics,
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key<K: Resource<DynamicType = ()>>(ns: &str, name: &str) -> String {
+        format!("{}/{ns}/{name}", K::kind(&()))
+    }
+
+    fn remembered(&self, key: &str) -> Option<(u64, String)> {
+        self.applied.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    fn remember(&self, key: String, hash: u64, rv: Option<String>) {
+        if let (Ok(mut m), Some(rv)) = (self.applied.lock(), rv) {
+            m.insert(key, (hash, rv));
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.applied.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Server-side applies `obj` (force, field manager `paystream-operator`)
+    /// unless it is unchanged since this process last applied it. Returns
+    /// whether it wrote.
+    pub async fn apply<K>(&self, ns: &str, obj: &K) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let name = obj.name_any();
+        let key = Self::key::<K>(ns, &name);
+        let hash = content_hash(obj);
+        if let Some((last_hash, last_rv)) = self.remembered(&key)
+            && last_hash == hash
+        {
+            let current = api.get_metadata_opt(&name).await?;
+            if current.as_ref().and_then(|m| version_of(&m.metadata)) == Some(last_rv) {
+                return Ok(false);
+            }
+        }
+        self.metrics.api_write(K::kind(&()).as_ref(), "apply");
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await?;
+        self.remember(key, hash, version_of(applied.meta()));
+        Ok(true)
+    }
+
+    /// Applies a Deployment. When an HPA is to own `spec.replicas` and this
+    /// operator still owns it, the field is first handed over: a temporary
+    /// field manager applies the current count, then the operator applies
+    /// without it, so the count never falls back to the default of 1.
+    pub async fn apply_deployment(
+        &self,
+        ns: &str,
+        d: &DesiredDeployment,
+    ) -> Result<bool, kube::Error> {
+        if d.hpa_scaled {
+            let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+            let name = d.deployment.name_any();
+            if let Some(current) = api.get_opt(&name).await?
+                && owns_replicas(current.managed_fields(), MANAGER)
+            {
+                let replicas = current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let handover = json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": { "name": name },
+                    "spec": { "replicas": replicas }
+                });
+                self.metrics.api_write("Deployment", "handover");
+                api.patch(
+                    &name,
+                    &PatchParams::apply(HANDOVER_MANAGER).force(),
+                    &Patch::Apply(handover),
+                )
+                .await?;
+                self.forget(&Self::key::<Deployment>(ns, &name));
+                tracing::info!(deployment = %name, replicas, "handed spec.replicas over to the HPA");
+            }
+        }
+        self.apply(ns, &d.deployment).await
+    }
+
+    /// Deletes `name` if it exists. Returns whether it deleted.
+    pub async fn delete<K>(&self, ns: &str, name: &str) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        if api.get_metadata_opt(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.metrics.api_write(K::kind(&()).as_ref(), "delete");
+        self.forget(&Self::key::<K>(ns, name));
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes every object of kind `K` carrying `selector`. Returns how many.
+    pub async fn delete_labelled<K>(&self, ns: &str, selector: &str) -> Result<usize, kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await?;
+        let mut n = 0;
+        for item in list.items {
+            if self.delete::<K>(ns, &item.name_any()).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+
+    fn entry(manager: &str, op: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(op.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn finds_who_owns_replicas() {
+        let fields = vec![
+            entry(MANAGER, "Apply", json!({ "f:spec": { "f:template": {} } })),
+            entry(
+                "kube-controller-manager",
+                "Update",
+                json!({ "f:spec": { "f:replicas": {} } }),
+            ),
+        ];
+        assert!(!owns_replicas(&fields, MANAGER));
+        let fields = vec![entry(
+            MANAGER,
+            "Apply",
+            json!({ "f:spec": { "f:replicas": {} } }),
+        )];
+        assert!(owns_replicas(&fields, MANAGER));
+        assert!(!owns_replicas(&fields, HANDOVER_MANAGER));
+    }
+}

@@ -1,0 +1,283 @@
+//! The Deployments of the producer (one replica, Recreate), the consumer and
+//! the API, and their ServiceAccount. Each pod template carries the config
+//! hash, so a configuration change rolls the pods. `spec.replicas` is left out
+//! when an HPA owns it.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::{Value, json};
+
+use super::autoscaling::{ReplicaPolicy, replica_policy};
+use super::names::{self, Workload};
+use super::validate::Validated;
+use super::{BuildError, BuildInputs, DesiredDeployment, env, typed};
+use crate::crd::CredentialsSecretRef;
+
+/// The workloads' ServiceAccount. Pure.
+pub fn service_account(
+    p: &Validated,
+    owner: &OwnerReference,
+) -> Result<ServiceAccount, BuildError> {
+    typed(
+        "ServiceAccount",
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": names::service_account_name(&p.name),
+                "namespace": p.namespace,
+                "labels": names::common_labels(&p.name),
+                "ownerReferences": [owner],
+            },
+            "automountServiceAccountToken": false,
+        }),
+    )
+}
+
+fn secret_env(name: &str, secret: &str, key: &str, optional: bool) -> Value {
+    json!({
+        "name": name,
+        "valueFrom": { "secretKeyRef": { "name": secret, "key": key, "optional": optional } }
+    })
+}
+
+fn credentials_env(
+    r: &CredentialsSecretRef,
+    user: &str,
+    password: &str,
+    user_optional: bool,
+) -> Vec<Value> {
+    vec![
+        secret_env(user, &r.name, &r.username_key, user_optional),
+        secret_env(password, &r.name, &r.password_key, false),
+    ]
+}
+
+/// The secret-backed environment of a workload.
+fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
+    let s = &p.spec;
+    let mut out = Vec::new();
+    if matches!(workload, Workload::Producer | Workload::Api) {
+        out.extend(credentials_env(
+            &s.source.credentials_secret_ref,
+            env::MYSQL_USER,
+            env::MYSQL_PASSWORD,
+            false,
+        ));
+    }
+    if let Some(r) = &s.kafka.credentials_secret_ref {
+        out.extend(credentials_env(
+            r,
+            env::KAFKA_SASL_USERNAME,
+            env::KAFKA_SASL_PASSWORD,
+            false,
+        ));
+    }
+    if matches!(workload, Workload::Consumer | Workload::Api)
+        && let Some(r) = &s.redis.credentials_secret_ref
+    {
+        out.extend(credentials_env(
+            r,
+            env::REDIS_USERNAME,
+            env::REDIS_PASSWORD,
+            true,
+        ));
+    }
+    if workload == Workload::Consumer {
+        out.push(json!({
+            "name": env::GROUP_INSTANCE_ID,
+            "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } }
+        }));
+    }
+    out
+}
+
+/// One workload's Deployment. Pure.
+pub fn deployment(
+    p: &Validated,
+    workload: Workload,
+    inputs: &BuildInputs,
+    config_hash: &str,
+) -> Result<DesiredDeployment, BuildError> {
+    let s = &p.spec;
+    let (image, resources) = match workload {
+        Workload::Producer => (&s.producer.image, &s.producer.resources),
+        Workload::Consumer => (&s.consumer.image, &s.consumer.resources),
+        Workload::Api => (&s.api.image, &s.api.resources),
+    };
+    let image = image
+        .clone()
+        .unwrap_or_else(|| names::default_image(workload, &inputs.image_tag));
+    let name = names::workload_name(&p.name, workload);
+    let mut ports = vec![json!({ "name": "ops", "containerPort": names::OPS_PORT })];
+    if workload == Workload::Api {
+        ports.push(json!({ "name": "http", "containerPort": names::API_PORT }));
+    }
+    let mut container = json!({
+        "name": workload.as_str(),
+        "image": image,
+        "envFrom": [{ "configMapRef": { "name": names::config_map_name(&p.name) } }],
+        "env": secrets_for(p, workload),
+        "ports": ports,
+        "livenessProbe": { "httpGet": { "path": "/healthz", "port": "ops" }, "periodSeconds": 10 },
+        "readinessProbe": { "httpGet": { "path": "/readyz", "port": "ops" }, "periodSeconds": 5 },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": { "drop": ["ALL"] }
+        },
+    });
+    if let Some(r) = resources {
+        container["resources"] = json!(r);
+    }
+    let mut pod_spec = json!({
+        "serviceAccountName": names::service_account_name(&p.name),
+        "containers": [container],
+    });
+    if !s.placement.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(s.placement.node_selector);
+    }
+    if !s.placement.tolerations.is_empty() {
+        pod_spec["tolerations"] = json!(s.placement.tolerations);
+    }
+    if matches!(workload, Workload::Producer | Workload::Api)
+        && let Some(ca) = &s.source.tls.ca_secret_ref
+    {
+        pod_spec["volumes"] = json!([{
+            "name": "mysql-ca",
+            "secret": { "secretName": ca.name, "items": [{ "key": ca.key, "path": "ca.pem" }] }
+        }]);
+        pod_spec["containers"][0]["volumeMounts"] = json!([{
+            "name": "mysql-ca", "mountPath": "/etc/paystream/mysql-ca", "readOnly": true
+        }]);
+    }
+    let mut spec = json!({
+        "selector": { "matchLabels": names::selector_labels(&p.name, workload) },
+        "template": {
+            "metadata": {
+                "labels": names::workload_labels(&p.name, workload),
+                "annotations": { names::CONFIG_HASH_ANNOTATION: config_hash },
+            },
+            "spec": pod_spec,
+        },
+    });
+    if workload == Workload::Producer {
+        spec["strategy"] = json!({ "type": "Recreate" });
+    }
+    let policy = replica_policy(p, workload, inputs.consumer_lag);
+    let hpa_scaled = matches!(policy, ReplicaPolicy::Hpa { .. });
+    if let ReplicaPolicy::Fixed(n) = policy {
+        spec["replicas"] = json!(n);
+    }
+    let deployment = typed(
+        "Deployment",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": p.namespace,
+                "labels": names::workload_labels(&p.name, workload),
+                "ownerReferences": [inputs.owner],
+            },
+            "spec": spec,
+        }),
+    )?;
+    Ok(DesiredDeployment {
+        deployment,
+        hpa_scaled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::validate::{tests::sample, validate};
+    use crate::reconcile::{build, configmap};
+
+    pub(crate) fn inputs() -> BuildInputs {
+        BuildInputs {
+            owner: OwnerReference {
+                api_version: "paystream.io/v1alpha1".into(),
+                kind: "PaymentPipeline".into(),
+                name: "demo".into(),
+                uid: "u-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            consumer_lag: None,
+            image_tag: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn producer_is_one_replica_recreate_with_probes_and_secrets() {
+        let v = validate(&sample()).unwrap();
+        let d = deployment(&v, Workload::Producer, &inputs(), "abc").unwrap();
+        let spec = d.deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let template = spec.template;
+        let ann = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(ann[names::CONFIG_HASH_ANNOTATION], "abc");
+        let c = &template.spec.unwrap().containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some("ghcr.io/paystream/paystream-producer:0.1.0")
+        );
+        let env = c.env.clone().unwrap();
+        let pw = env.iter().find(|e| e.name == env::MYSQL_PASSWORD).unwrap();
+        let r = pw
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("db-cdc", "password"));
+        assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+        assert_eq!(
+            d.deployment.metadata.owner_references.unwrap()[0].controller,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn hpa_scaled_workloads_leave_replicas_out() {
+        let v = validate(&sample()).unwrap();
+        let consumer = deployment(&v, Workload::Consumer, &inputs(), "h").unwrap();
+        assert!(consumer.hpa_scaled);
+        assert_eq!(consumer.deployment.spec.unwrap().replicas, None);
+        let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
+        assert!(!api.hpa_scaled);
+        assert_eq!(api.deployment.spec.unwrap().replicas, Some(2));
+    }
+
+    #[test]
+    fn a_config_change_changes_every_pod_template() {
+        let before = build(&validate(&sample()).unwrap(), &inputs()).unwrap();
+        let mut p = sample();
+        p.spec.redis.endpoints = vec!["r2:6379".into()];
+        let after = build(&validate(&p).unwrap(), &inputs()).unwrap();
+        assert_ne!(
+            configmap::config_hash(&before.config_map),
+            configmap::config_hash(&after.config_map)
+        );
+        for (b, a) in before.deployments.iter().zip(&after.deployments) {
+            let ann = |d: &DesiredDeployment| {
+                d.deployment
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .template
+                    .metadata
+                    .unwrap()
+                    .annotations
+                    .unwrap()[names::CONFIG_HASH_ANNOTATION]
+                    .clone()
+            };
+            assert_ne!(ann(b), ann(a));
+        }
+    }
+}
