@@ -79,6 +79,12 @@ stack-down: ## Stop the stack; no process is left
 stack-status: ## One line per server
 	@bash stack/status.sh
 
+.PHONY: redis-cluster-up redis-cluster-down
+redis-cluster-up: ## Start the local 3-node Redis Cluster (the Cluster tests start it themselves)
+	@bash stack/redis/cluster-up.sh
+redis-cluster-down: ## Stop it; no process is left
+	@bash stack/redis/cluster-down.sh
+
 ## ---- Kubernetes: local control plane (no Docker) and kind --------------------
 
 .PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-operator e2e-kind kind-up kind-down

@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rc=0
 bash "$STACK_ROOT/stack/kafka/stop.sh" || rc=1
 bash "$STACK_ROOT/stack/redis/stop.sh" || rc=1
+bash "$STACK_ROOT/stack/redis/cluster-down.sh" || rc=1
 bash "$STACK_ROOT/stack/mariadb/stop.sh" || rc=1
 left=$(pgrep -af "$STACK_VAR" || true)
 if [[ -n "$left" ]]; then

@@ -56,7 +56,7 @@ save ""
 appendonly no
 maxmemory-policy noeviction
 CONF
-  setsid nohup redis-server "$d/redis.conf" >>"$d/redis.log" 2>&1 < /dev/null &
+  setsid nohup redis-server "$d/redis.conf" >>"$d/redis.log" 2>&1 < /dev/null 9>&- &
 done
 for port in $(ports); do
   if ! wait_until 30 "Redis Cluster node $port" ping "$port"; then

@@ -350,7 +350,8 @@ pub(crate) mod tests {
     #[test]
     fn rejects_what_cannot_be_applied() {
         let good = envelope("purchases", "c", Value::Null, purchase_row(7, 1, 1));
-        let cases: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, &str)> = vec![
+        type Case = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
+        let cases: Vec<Case> = vec![
             (None, Some(good.clone()), "bad key"),
             (Some(b"7".to_vec()), Some(good.clone()), "bad key"),
             (Some(key(8)), Some(good.clone()), "differs"),

@@ -12,7 +12,7 @@
 //! were not applied. On shutdown the batch in hand is applied (if Redis
 //! answers) and the applied offsets are committed synchronously.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use paystream_core::readmodel::{Keys, Mark, mark_field, partition_count_field};
@@ -251,9 +251,15 @@ impl Run {
                 }
             }
             self.take_assignments();
-            if !self.resolve().await {
+            let Some(moved) = self.resolve().await else {
                 break;
-            }
+            };
+            // Records fetched before a seek are not where the partition now
+            // reads from: they come again in order.
+            let records: Vec<Record> = records
+                .into_iter()
+                .filter(|r| !moved.contains(&(r.topic.clone(), r.partition)))
+                .collect();
             if !records.is_empty() && !self.apply(records).await {
                 break;
             }
@@ -297,8 +303,8 @@ impl Run {
     }
 
     /// Reads the marks of new partitions and moves the ones that must be
-    /// replayed. False on shutdown.
-    async fn resolve(&mut self) -> bool {
+    /// replayed; returns the partitions it moved (`None` on shutdown).
+    async fn resolve(&mut self) -> Option<HashSet<TopicPartition>> {
         let unchecked: Vec<TopicPartition> = self
             .states
             .iter()
@@ -307,26 +313,29 @@ impl Run {
             .collect();
         if !unchecked.is_empty() {
             let fields: Vec<String> = unchecked.iter().map(field).collect();
-            let Some(marks) = with_redis!(self, "read marks", |sink| sink.read_marks(&fields))
-            else {
-                return false;
+            let marks = with_redis!(self, "read marks", |sink| sink.read_marks(&fields))?;
+            let mut backoff = Backoff::new(self.max_backoff);
+            let watermarks = loop {
+                let all = futures::future::join_all(
+                    unchecked
+                        .iter()
+                        .map(|tp| self.source.watermarks(&tp.0, tp.1)),
+                )
+                .await;
+                match all.into_iter().collect::<Result<Vec<_>, _>>() {
+                    Ok(w) => break w,
+                    Err(e) => {
+                        self.checks.kafka.set(false);
+                        tracing::warn!(error = %e, "cannot read watermarks; retrying");
+                        if !backoff.wait(&self.shutdown).await {
+                            return None;
+                        }
+                    }
+                }
             };
             let mut writes = Vec::new();
             let mut next = Vec::new();
-            for (tp, mark) in unchecked.into_iter().zip(marks) {
-                let mut backoff = Backoff::new(self.max_backoff);
-                let (low, high) = loop {
-                    match self.source.watermarks(&tp.0, tp.1).await {
-                        Ok(w) => break w,
-                        Err(e) => {
-                            self.checks.kafka.set(false);
-                            tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "cannot read watermarks; retrying");
-                            if !backoff.wait(&self.shutdown).await {
-                                return false;
-                            }
-                        }
-                    }
-                };
+            for ((tp, mark), (low, high)) in unchecked.into_iter().zip(marks).zip(watermarks) {
                 let start = progress::start(mark, low, high);
                 tracing::info!(topic = %tp.0, partition = tp.1, ?mark, low, high, state = ?start.state, "partition assigned");
                 if let Some(m) = start.write_mark {
@@ -338,9 +347,7 @@ impl Run {
                 for (t, n) in &self.counts {
                     writes.push((partition_count_field(t), n.to_string()));
                 }
-                if with_redis!(self, "write marks", |sink| sink.write_meta(&writes)).is_none() {
-                    return false;
-                }
+                with_redis!(self, "write marks", |sink| sink.write_meta(&writes))?;
             }
             self.states.extend(next);
         }
@@ -352,6 +359,7 @@ impl Run {
                 _ => None,
             })
             .collect();
+        let mut moved = HashSet::new();
         for (tp, to, target) in seeks {
             let offset = match to {
                 SeekTo::Beginning => Offset::Beginning,
@@ -362,14 +370,15 @@ impl Run {
                     tracing::info!(topic = %tp.0, partition = tp.1, ?to, target, "replaying partition into the read model");
                     self.metrics.rebuilds.inc();
                     self.applied.remove(&tp);
-                    self.states.insert(tp, State::Rebuilding { target });
+                    self.states.insert(tp.clone(), State::Rebuilding { target });
+                    moved.insert(tp);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "cannot seek yet; retrying")
                 }
             }
         }
-        true
+        Some(moved)
     }
 
     /// Applies one batch and commits it. False on shutdown before the batch

@@ -5,7 +5,11 @@
 //! crate reads the same variables with the same defaults, so a test finds the
 //! servers wherever `make stack-up` put them. It also holds the small waiting
 //! and naming helpers every integration test needs, so no test sleeps where it
-//! can poll a condition instead.
+//! can poll a condition instead. [`cdc`] runs the producer against a scratch
+//! database, [`process`] runs any paystream binary as a child process,
+//! [`checker`] compares the Redis read model with MySQL row by row, and
+//! [`redis_cluster`] starts the local Redis Cluster and [`redis_server`] a
+//! private Redis a test may destroy.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -182,4 +186,27 @@ mod tests {
     }
 }
 
+pub mod cdc;
+pub mod checker;
+pub mod process;
 pub mod proxy;
+pub mod redis_server;
+
+/// The local Redis Cluster (`stack/redis/cluster-up.sh`): started if it is not
+/// running; returns its nodes as `host:port`.
+pub fn redis_cluster() -> Vec<String> {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("stack/redis/cluster-up.sh"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run stack/redis/cluster-up.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "stack/redis/cluster-up.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = port_or("PAYSTREAM_REDIS_CLUSTER_PORT", 17001);
+    let count = port_or("PAYSTREAM_REDIS_CLUSTER_NODES", 3);
+    (0..count)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect()
+}
