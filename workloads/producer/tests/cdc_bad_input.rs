@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scratch, read_until};
+use common::{Scratch, SpawnProducer, read_until};
 use mysql_async::prelude::*;
 use paystream_testkit::wait_for;
 use serde_json::json;
@@ -31,7 +31,7 @@ async fn undecodable_rows_halt_or_go_to_the_dead_letter_topic() {
 
     // Default: stop with a clear error naming table and position.
     let halted = s.producer(&["--snapshot-mode", "never"]);
-    halted.wait_ready().await;
+    halted.wait_ready(common::READY).await;
     c.query_drop("INSERT INTO legacy VALUES (1, 'abc')")
         .await
         .unwrap();
@@ -56,7 +56,7 @@ async fn undecodable_rows_halt_or_go_to_the_dead_letter_topic() {
 
     // Skip: the bad row goes to the dead-letter topic, good rows flow.
     let producer = s.producer(&["--on-decode-error", "skip"]);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
     c.query_drop("INSERT INTO users (id, email, display_name) VALUES (7, 'g@x.io', 'good')")
         .await
         .unwrap();

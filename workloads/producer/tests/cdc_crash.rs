@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, read_until};
+use common::{Scratch, SpawnProducer, read_until};
 use mysql_async::prelude::*;
 use serde_json::{Value, json};
 
@@ -140,7 +140,7 @@ async fn kill9_during_load_keeps_exactly_once_in_key_order() {
     let s = Scratch::new("crash").await;
     let flags = ["--max-chunk-records", "500", "--batch-max-records", "2000"];
     let mut producer = s.producer(&flags);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
 
     let progress = Arc::new(AtomicUsize::new(0));
     let writer = {
@@ -260,7 +260,7 @@ async fn a_second_instance_is_fenced_and_nothing_is_published_twice() {
         "2",
     ];
     let first = s.producer(&flags);
-    first.wait_ready().await;
+    first.wait_ready(common::READY).await;
     // The initial snapshot is committed before the second instance appears:
     // a snapshot interrupted by fencing would restart, by design.
     read_until(

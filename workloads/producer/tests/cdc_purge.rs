@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scratch, read_until};
+use common::{Scratch, SpawnProducer, read_until};
 use mysql_async::prelude::*;
 use paystream_testkit::wait_for;
 use serde_json::json;
@@ -32,7 +32,7 @@ async fn purged_binlog_halts_clearly_or_resnapshots_when_needed() {
         |id: u64| move |r: &[common::Rec]| r.iter().any(|x| x.key == Some(json!({ "id": id })));
 
     let mut producer = s.producer(&[]);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
     insert_user(&mut c, 1).await;
     read_until(
         &bootstrap,
@@ -95,7 +95,7 @@ async fn purged_binlog_halts_clearly_or_resnapshots_when_needed() {
 
     // when_needed: a new snapshot brings user 2, then streaming goes on.
     let producer = s.producer(&["--snapshot-mode", "when_needed"]);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
     let recs = read_until(
         &bootstrap,
         &s.topic("users"),

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scratch, read_until};
+use common::{Scratch, SpawnProducer, read_until};
 use mysql_async::prelude::*;
 use paystream_testkit::proxy::Proxy;
 use paystream_testkit::wait_for;
@@ -60,7 +60,7 @@ async fn survives_stalls_and_cuts_over_tls_and_decodes_ddl() {
         "--max-backoff-secs",
         "1",
     ]);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
     let users = s.topic("users");
     let has =
         |id: u64| move |r: &[common::Rec]| r.iter().any(|x| x.key == Some(json!({ "id": id })));

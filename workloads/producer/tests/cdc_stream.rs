@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rec, Scratch, by_key, read_until};
+use common::{Rec, Scratch, SpawnProducer, by_key, read_until};
 use mysql_async::prelude::*;
 use serde_json::{Value, json};
 
@@ -51,7 +51,7 @@ async fn snapshot_then_stream_with_exact_envelopes() {
     .unwrap();
 
     let mut producer = s.producer(&[]);
-    producer.wait_ready().await;
+    producer.wait_ready(common::READY).await;
 
     // Streamed changes.
     c.query_drop(
