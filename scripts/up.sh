@@ -14,6 +14,11 @@ start_workload producer 19190 paystream-producer \
   --topic-prefix "$PREFIX" --include-table 'payments.*' \
   --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
 
+start_workload consumer 19191 paystream-consumer \
+  --topic-prefix "$PREFIX" \
+  --redis-url "redis://127.0.0.1:$PAYSTREAM_REDIS_PORT/0" --redis-password "$PAYSTREAM_REDIS_PASSWORD" \
+  --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
+
 # Show one change travelling: update a purchase, read its change event.
 MYSQL=(mariadb --defaults-file="$STACK_VAR/mariadb/my.cnf" -uroot payments)
 id=$("${MYSQL[@]}" -N -e "SELECT id FROM purchases WHERE user_id = 42 ORDER BY created_at DESC, id DESC LIMIT 1")
@@ -37,6 +42,7 @@ paystream is up.
   Kafka     127.0.0.1:$PAYSTREAM_KAFKA_PORT   (change topics $PREFIX.payments.*)
   Redis     127.0.0.1:$PAYSTREAM_REDIS_PORT
   producer  metrics http://127.0.0.1:19190/metrics   log $RUN_DIR/producer.log
+  consumer  metrics http://127.0.0.1:19191/metrics   log $RUN_DIR/consumer.log
 
 The change event of purchase $id (version $version), as any Kafka client sees it:
 $(printf '%s\n' "$event" | cut -f2 | cut -c1-400)
