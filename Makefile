@@ -11,6 +11,8 @@ export PAYSTREAM_CACHE ?= $(HOME)/.cache/paystream
 export CARGO_TARGET_DIR ?= $(PAYSTREAM_CACHE)/target
 export PAYSTREAM_VAR ?= $(CURDIR)/var
 export KUBECONFIG_LOCAL := $(PAYSTREAM_VAR)/cluster/kubeconfig
+# Toolchains the machine image keeps outside the default PATH.
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
 CARGO ?= cargo
 
