@@ -102,9 +102,16 @@ e2e-cluster: cluster-up ## Control-plane e2e tests against the local cluster
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test cluster -- --test-threads=1
 e2e-operator: cluster-up stack-up ## Operator e2e (operator and producer as local processes, real stack)
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test operator -- --test-threads=1
-e2e: e2e-cluster e2e-operator ## Every e2e test against the local control plane
-e2e-kind: ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
+e2e: e2e-cluster e2e-operator chart-test ## Every e2e test against the local control plane
+e2e-kind: helm ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
 	KUBECONFIG=$(PAYSTREAM_VAR)/kind/kubeconfig $(CARGO) test -p paystream-e2e --locked -- --test-threads=1
+.PHONY: helm chart-test kind-e2e
+helm: ## Install the pinned Helm (v3.22.0, Go module proxy) into $(PAYSTREAM_CACHE)/bin
+	@bash charts/install-helm.sh >/dev/null
+chart-test: helm cluster-up ## Helm chart: lint, template + server dry run, install on the local control plane
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test chart -- --test-threads=1
+kind-e2e: toolchain stack-up helm ## kind: cluster, images, MariaDB/Kafka/Redis, chart, pipeline, e2e + data flow (needs Docker)
+	@bash e2e/kind/e2e.sh
 kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker)
 	@bash e2e/kind/up.sh
 kind-down: ## Delete the kind cluster

@@ -88,6 +88,17 @@ component_running() {
     tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline" | grep -q -- "${CLUSTER_DIR}"
 }
 
+# True while the process started for component $1 is alive. Unlike
+# component_running it does not look at the command line: right after the
+# fork, before exec, the child still shows the parent's command line.
+component_alive() {
+  local pf pid
+  pf="$(pid_file "$1")"
+  [[ -f "${pf}" ]] || return 1
+  pid="$(cat "${pf}")"
+  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
+}
+
 # Poll a command until it succeeds or the deadline (seconds) passes.
 wait_until() {
   local what="$1" timeout="$2"; shift 2

@@ -177,7 +177,7 @@ await() {
   local name="$1" timeout="$2"; shift 2
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    component_running "${name}" || fail_component "${name}"
+    component_alive "${name}" || fail_component "${name}"
     if ((SECONDS >= deadline)); then
       log "${name}: not ready after ${timeout}s"
       fail_component "${name}"

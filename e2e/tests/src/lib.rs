@@ -7,6 +7,8 @@
 //! with a deadline instead of sleeping, and [`kwok_pod_placement`] puts test
 //! pods on the fake nodes.
 
+pub mod tools;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::marker::PhantomData;
