@@ -101,7 +101,7 @@ cluster-status: ## Show the local control plane
 e2e-cluster: cluster-up ## Control-plane e2e tests against the local cluster
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test cluster -- --test-threads=1
 e2e-operator: cluster-up stack-up ## Operator e2e (operator and producer as local processes, real stack)
-	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test operator -- --test-threads=1
+	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test operator --test operator_resilience -- --test-threads=1
 e2e: e2e-cluster e2e-operator chart-test ## Every e2e test against the local control plane
 e2e-kind: helm ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
 	KUBECONFIG=$(PAYSTREAM_VAR)/kind/kubeconfig $(CARGO) test -p paystream-e2e --locked -- --test-threads=1

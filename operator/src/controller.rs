@@ -171,6 +171,12 @@ async fn dereference(
     if let Some(r) = &s.source.tls.ca_secret_ref {
         named.push(("source.tls.caSecretRef", r.name.clone()));
     }
+    if let Some(r) = &s.api.jwt_secret_ref {
+        named.push(("api.jwtSecretRef", r.name.clone()));
+    }
+    if let Some(r) = &s.api.database_credentials_secret_ref {
+        named.push(("api.databaseCredentialsSecretRef", r.name.clone()));
+    }
     for (field, name) in named {
         if secrets.get_metadata_opt(&name).await?.is_none() {
             problems.push(Problem::new(

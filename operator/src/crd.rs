@@ -90,6 +90,8 @@ pub const FINALIZER: &str = "paystream.io/cleanup";
     )
 )]
 #[x_kube(validation = Rule::new("!has(self.api.autoscaling) || !has(self.api.autoscaling.targetLagPerReplica)").message("api.autoscaling: the API scales on CPU only; use targetCpuUtilization"))]
+#[x_kube(validation = Rule::new("has(self.api) && has(self.api.jwtSecretRef)").message("api.jwtSecretRef is required: the API verifies bearer tokens (HS256) with that Secret key"))]
+#[x_kube(validation = Rule::new("has(self.api) && has(self.api.databaseCredentialsSecretRef)").message("api.databaseCredentialsSecretRef is required: the API writes purchases and payments as an application (DML) user, not the CDC user"))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentPipelineSpec {
     /// Pause reconciliation: the operator changes nothing (no Deployments,
@@ -108,9 +110,9 @@ pub struct PaymentPipelineSpec {
     /// The consumer workload.
     #[serde(default)]
     pub consumer: ScalableWorkloadSpec,
-    /// The payment API workload.
+    /// The payment API workload and its credentials.
     #[serde(default)]
-    pub api: ScalableWorkloadSpec,
+    pub api: ApiSpec,
     /// Where the workloads' pods may run.
     #[serde(default)]
     pub placement: PlacementSpec,
@@ -378,6 +380,48 @@ pub struct ScalableWorkloadSpec {
     pub autoscaling: Option<AutoscalingSpec>,
 }
 
+/// The payment API: a scalable workload that also needs the token
+/// verification key and an application (DML) database user.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+pub struct ApiSpec {
+    /// Container image; defaults to the operator's matching release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Fixed number of replicas (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Autoscaling on CPU instead of fixed replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Secret key holding the HS256 secret (at least 32 bytes) the API
+    /// verifies bearer tokens with (`PAYSTREAM_JWT_SECRET`). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_ref: Option<SecretKeyRef>,
+    /// Secret with the application database user (SELECT, INSERT, UPDATE,
+    /// DELETE on the database) the API reads and writes with; never the
+    /// replication user. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+impl ApiSpec {
+    /// The scaling part, shaped like the other scalable workloads.
+    pub fn scaling(&self) -> ScalableWorkloadSpec {
+        ScalableWorkloadSpec {
+            image: self.image.clone(),
+            resources: self.resources.clone(),
+            replicas: self.replicas,
+            autoscaling: self.autoscaling.clone(),
+        }
+    }
+}
+
 /// Autoscaling bounds and target. Exactly one target is set.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -495,6 +539,8 @@ mod tests {
             "autoscaling.minReplicas must not exceed maxReplicas",
             "a Secret name is required",
             "kafka.topicPrefix is immutable",
+            "api.jwtSecretRef is required",
+            "api.databaseCredentialsSecretRef is required",
             "jsonPath: .status.binlog.summary",
             "shortNames:",
             "status: {}",

@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     leading.set(true);
+    metrics.set_leader(true);
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,

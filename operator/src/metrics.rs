@@ -1,13 +1,15 @@
 //! The operator's Prometheus metrics, served by the shared ops server:
-//! reconciles, their failures and duration, Kafka topic changes, and every
-//! write the operator makes to the apiserver, by kind and verb (the idle
-//! check reads `paystream_operator_api_writes_total`).
+//! reconciles, their failures and duration, Kafka topic changes, whether this
+//! process leads (`paystream_operator_leader`), and every write the operator
+//! makes to the apiserver, by kind and verb (the idle check reads
+//! `paystream_operator_api_writes_total`).
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +37,7 @@ pub struct Metrics {
     duration: Histogram,
     writes: Family<WriteLabels, Counter>,
     topic_changes: Counter,
+    leader: Gauge,
 }
 
 impl Metrics {
@@ -46,6 +49,7 @@ impl Metrics {
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             writes: Family::default(),
             topic_changes: Counter::default(),
+            leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -68,6 +72,11 @@ impl Metrics {
             "topic_changes",
             "Kafka topics created, grown or reconfigured",
             m.topic_changes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this process holds the leader Lease and runs the controller",
+            m.leader.clone(),
         );
         m
     }
@@ -105,6 +114,11 @@ impl Metrics {
     /// One topic change in Kafka.
     pub fn topic_changed(&self) {
         self.topic_changes.inc();
+    }
+
+    /// Whether this process leads (runs the controller).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Total reconciles so far.

@@ -365,6 +365,20 @@ pub async fn http_get(port: u16, path: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
+/// GETs `http://127.0.0.1:<port><path>` and returns the status code.
+pub async fn http_status(port: u16, path: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no HTTP status line in {buf:?}"))
+}
+
 /// Sums the samples of metric `name` in a Prometheus text body whose labels
 /// pass `keep`.
 pub fn metric_sum(body: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {

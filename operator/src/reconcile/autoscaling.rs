@@ -40,11 +40,11 @@ pub fn lag_replicas(lag: Option<i64>, per_replica: i64, min: i32, max: i32) -> i
     i32::try_from(wanted).unwrap_or(i32::MAX).clamp(min, max)
 }
 
-fn workload_spec(p: &Validated, workload: Workload) -> Option<&ScalableWorkloadSpec> {
+fn workload_spec(p: &Validated, workload: Workload) -> Option<ScalableWorkloadSpec> {
     match workload {
         Workload::Producer => None,
-        Workload::Consumer => Some(&p.spec.consumer),
-        Workload::Api => Some(&p.spec.api),
+        Workload::Consumer => Some(p.spec.consumer.clone()),
+        Workload::Api => Some(p.spec.api.scaling()),
     }
 }
 

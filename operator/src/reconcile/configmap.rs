@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::validate::Validated;
 use super::{BuildError, env, names, typed};
-use crate::crd::TlsMode;
+use crate::crd::{RedisMode, TlsMode};
 
 /// Where the database CA is mounted in the pods.
 pub const MYSQL_CA_PATH: &str = "/etc/paystream/mysql-ca/ca.pem";
@@ -35,6 +35,7 @@ pub fn data(p: &Validated) -> BTreeMap<String, String> {
         (env::MYSQL_PORT, s.source.port.to_string()),
         (env::MYSQL_TLS, tls.to_string()),
         (env::SOURCE_DATABASE, s.source.database.clone()),
+        (env::MYSQL_DATABASE, s.source.database.clone()),
         (env::INCLUDE_TABLES, tables.join(",")),
         (env::TOPIC_PREFIX, s.kafka.topic_prefix.clone()),
         (env::PARTITIONS, s.kafka.partitions.to_string()),
@@ -66,6 +67,11 @@ pub fn data(p: &Validated) -> BTreeMap<String, String> {
     }
     if let Some(m) = &s.kafka.sasl_mechanism {
         d.insert(env::KAFKA_SASL_MECHANISM, m.clone());
+    }
+    if s.redis.mode == RedisMode::Standalone
+        && let Some(endpoint) = s.redis.endpoints.first()
+    {
+        d.insert(env::REDIS_URL, env::redis_url(endpoint, s.redis.tls));
     }
     if let Some(m) = &s.redis.sentinel_master {
         d.insert(env::REDIS_SENTINEL_MASTER, m.clone());
@@ -121,6 +127,23 @@ mod tests {
             controller: Some(true),
             block_owner_deletion: Some(true),
         }
+    }
+
+    #[test]
+    fn speaks_the_apis_env_names() {
+        let d = data(&validate(&sample()).unwrap());
+        assert_eq!(d[env::MYSQL_DATABASE], "payments");
+        assert_eq!(d[env::REDIS_URL], "redis://r:6379/0");
+        assert_eq!(d[env::API_ADDR], "0.0.0.0:8080");
+        let mut p = sample();
+        p.spec.redis.tls = true;
+        assert_eq!(
+            data(&validate(&p).unwrap())[env::REDIS_URL],
+            "rediss://r:6379/0"
+        );
+        p.spec.redis.mode = RedisMode::Cluster;
+        p.spec.redis.endpoints = vec!["a:1".into(), "b:2".into()];
+        assert!(!data(&validate(&p).unwrap()).contains_key(env::REDIS_URL));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The environment variable names the workloads read, in one place, so the
 //! builders and the workloads' `clap` flags are easy to keep aligned. Values
 //! that are not secret go into the pipeline's ConfigMap; credentials come from
-//! the user's Secrets through `secretKeyRef`.
+//! the user's Secrets through `secretKeyRef`. The names match the workloads'
+//! `clap` `env =` attributes (`workloads/*/src/config.rs`); the API spells
+//! the database `PAYSTREAM_MYSQL_DATABASE` and finds Redis by URL only.
 
 /// Database host.
 pub const MYSQL_HOST: &str = "PAYSTREAM_MYSQL_HOST";
@@ -15,8 +17,10 @@ pub const MYSQL_PASSWORD: &str = "PAYSTREAM_MYSQL_PASSWORD";
 pub const MYSQL_TLS: &str = "PAYSTREAM_MYSQL_TLS";
 /// Path of the database CA certificate.
 pub const MYSQL_TLS_CA: &str = "PAYSTREAM_MYSQL_TLS_CA";
-/// Source database (schema) name.
+/// Source database (schema) name, as the producer and consumer read it.
 pub const SOURCE_DATABASE: &str = "PAYSTREAM_SOURCE_DATABASE";
+/// The same database, as the API reads it (`--mysql-database`).
+pub const MYSQL_DATABASE: &str = "PAYSTREAM_MYSQL_DATABASE";
 /// Tables the producer captures, `db.table`, comma-separated.
 pub const INCLUDE_TABLES: &str = "PAYSTREAM_INCLUDE_TABLES";
 /// The producer's replica server id.
@@ -39,6 +43,9 @@ pub const KAFKA_SASL_USERNAME: &str = "PAYSTREAM_KAFKA_SASL_USERNAME";
 pub const KAFKA_SASL_PASSWORD: &str = "PAYSTREAM_KAFKA_SASL_PASSWORD";
 /// Redis mode: `standalone`, `sentinel` or `cluster`.
 pub const REDIS_MODE: &str = "PAYSTREAM_REDIS_MODE";
+/// Standalone Redis URL, `redis://host:port/0` (`rediss://` with TLS); the
+/// API's only way to find Redis, the consumer's in Standalone mode.
+pub const REDIS_URL: &str = "PAYSTREAM_REDIS_URL";
 /// Redis addresses, comma-separated `host:port`.
 pub const REDIS_NODES: &str = "PAYSTREAM_REDIS_NODES";
 /// Sentinel master name.
@@ -59,6 +66,14 @@ pub const OPS_ADDR: &str = "PAYSTREAM_OPS_ADDR";
 pub const LOG_FORMAT: &str = "PAYSTREAM_LOG_FORMAT";
 /// Address the API listens on.
 pub const API_ADDR: &str = "PAYSTREAM_API_ADDR";
+/// The API's HS256 token secret (from the Secret).
+pub const JWT_SECRET: &str = "PAYSTREAM_JWT_SECRET";
+
+/// The Standalone Redis URL of `endpoint` (`host:port`). Pure.
+pub fn redis_url(endpoint: &str, tls: bool) -> String {
+    let scheme = if tls { "rediss" } else { "redis" };
+    format!("{scheme}://{endpoint}/0")
+}
 
 /// The consumer group the consumer uses and the operator measures lag for.
 pub fn consumer_group(topic_prefix: &str) -> String {

@@ -73,7 +73,7 @@ pub fn validate(pipeline: &PaymentPipeline) -> Result<Validated, Vec<String>> {
             ));
         }
     }
-    for (label, workload) in [("consumer", &spec.consumer), ("api", &spec.api)] {
+    for (label, workload) in [("consumer", &spec.consumer), ("api", &spec.api.scaling())] {
         if let Some(a) = &workload.autoscaling
             && a.min_replicas > a.max_replicas
         {
@@ -132,7 +132,11 @@ pub(crate) mod tests {
                 "kafka": { "bootstrapServers": "k:9092", "topicPrefix": "ps", "partitions": 4 },
                 "redis": { "endpoints": ["r:6379"], "credentialsSecretRef": { "name": "redis" } },
                 "consumer": { "autoscaling": { "minReplicas": 1, "maxReplicas": 10, "targetCpuUtilization": 70 } },
-                "api": { "replicas": 2 }
+                "api": {
+                    "replicas": 2,
+                    "jwtSecretRef": { "name": "api-jwt", "key": "secret" },
+                    "databaseCredentialsSecretRef": { "name": "db-app" }
+                }
             }
         }))
         .unwrap();

@@ -57,13 +57,30 @@ fn credentials_env(
 fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
     let s = &p.spec;
     let mut out = Vec::new();
-    if matches!(workload, Workload::Producer | Workload::Api) {
+    // The producer reads the binlog as the CDC user; the API reads and
+    // writes as the application user (the CDC one until it is set).
+    let database = match workload {
+        Workload::Producer => Some(&s.source.credentials_secret_ref),
+        Workload::Api => Some(
+            s.api
+                .database_credentials_secret_ref
+                .as_ref()
+                .unwrap_or(&s.source.credentials_secret_ref),
+        ),
+        Workload::Consumer => None,
+    };
+    if let Some(r) = database {
         out.extend(credentials_env(
-            &s.source.credentials_secret_ref,
+            r,
             env::MYSQL_USER,
             env::MYSQL_PASSWORD,
             false,
         ));
+    }
+    if workload == Workload::Api
+        && let Some(r) = &s.api.jwt_secret_ref
+    {
+        out.push(secret_env(env::JWT_SECRET, &r.name, &r.key, false));
     }
     if let Some(r) = &s.kafka.credentials_secret_ref {
         out.extend(credentials_env(
@@ -241,6 +258,55 @@ mod tests {
             d.deployment.metadata.owner_references.unwrap()[0].controller,
             Some(true)
         );
+    }
+
+    fn secret_of(
+        c: &k8s_openapi::api::core::v1::Container,
+        name: &str,
+    ) -> Option<(String, String)> {
+        let e = c.env.as_ref()?.iter().find(|e| e.name == name)?;
+        let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+        Some((r.name.clone(), r.key.clone()))
+    }
+
+    #[test]
+    fn the_api_gets_the_app_user_and_the_jwt_secret_not_the_cdc_user() {
+        let v = validate(&sample()).unwrap();
+        let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
+        let c = &api
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            secret_of(c, env::MYSQL_USER),
+            Some(("db-app".into(), "username".into()))
+        );
+        assert_eq!(
+            secret_of(c, env::MYSQL_PASSWORD),
+            Some(("db-app".into(), "password".into()))
+        );
+        assert_eq!(
+            secret_of(c, env::JWT_SECRET),
+            Some(("api-jwt".into(), "secret".into()))
+        );
+        let producer = deployment(&v, Workload::Producer, &inputs(), "h").unwrap();
+        let c = &producer
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            secret_of(c, env::MYSQL_USER),
+            Some(("db-cdc".into(), "username".into()))
+        );
+        assert_eq!(secret_of(c, env::JWT_SECRET), None);
     }
 
     #[test]
