@@ -65,11 +65,14 @@ seed: stack-up ## Seed demo data (10,000 users; SEED_USERS to change)
 
 ## ---- Benchmarks (measure; never pass/fail) --------------------------------------
 
-.PHONY: bench bench-cdc
-bench: bench-cdc ## Every benchmark; reports under bench/results/
+.PHONY: bench bench-cdc bench-api
+bench: bench-cdc bench-api ## Every benchmark; reports under bench/results/
 bench-cdc: toolchain stack-up ## CDC: backlog drain rows/s, commit-to-Kafka latency p50/p99, peak RSS
 	$(CARGO) build --release --locked -p paystream-producer -p paystream-bench
 	$(CARGO_TARGET_DIR)/release/paystream-bench cdc $(BENCH_ARGS)
+
+bench-api: toolchain stack-up ## API: cached reads vs HTTP ceiling, MySQL, redis-benchmark at 100/1k/10k connections
+	@bash bench/api/run.sh
 
 ## ---- Local stack: MariaDB, Kafka, Redis ---------------------------------------
 

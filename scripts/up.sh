@@ -19,6 +19,15 @@ start_workload consumer 19191 paystream-consumer \
   --redis-url "redis://127.0.0.1:$PAYSTREAM_REDIS_PORT/0" --redis-password "$PAYSTREAM_REDIS_PASSWORD" \
   --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
 
+# The API holds many keep-alive connections: give it the descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export PAYSTREAM_JWT_SECRET="${PAYSTREAM_JWT_SECRET:-paystream-local-demo-secret-change-me-000}"
+start_workload api 19192 paystream-api --listen-addr 127.0.0.1:18080 \
+  --mysql-port "$PAYSTREAM_MYSQL_PORT" --mysql-user paystream_app --mysql-password "${PAYSTREAM_MYSQL_APP_PASSWORD:-paystream-app}" \
+  --mysql-tls verify-identity --mysql-tls-ca "$STACK_VAR/tls/ca.pem" \
+  --redis-url "redis://127.0.0.1:$PAYSTREAM_REDIS_PORT/0" --redis-password "$PAYSTREAM_REDIS_PASSWORD" \
+  --topic-prefix "$PREFIX"
+
 # Show one change travelling: update a purchase, read its change event.
 MYSQL=(mariadb --defaults-file="$STACK_VAR/mariadb/my.cnf" -uroot payments)
 id=$("${MYSQL[@]}" -N -e "SELECT id FROM purchases WHERE user_id = 42 ORDER BY created_at DESC, id DESC LIMIT 1")
@@ -43,11 +52,18 @@ paystream is up.
   Redis     127.0.0.1:$PAYSTREAM_REDIS_PORT
   producer  metrics http://127.0.0.1:19190/metrics   log $RUN_DIR/producer.log
   consumer  metrics http://127.0.0.1:19191/metrics   log $RUN_DIR/consumer.log
+  api       http://127.0.0.1:18080 (OpenAPI at /openapi.json)   log $RUN_DIR/api.log
 
 The change event of purchase $id (version $version), as any Kafka client sees it:
 $(printf '%s\n' "$event" | cut -f2 | cut -c1-400)
 
-Read user 42's purchase changes yourself:
+User 42's purchase packages, newest first, served from the Redis read model:
+
+  curl -s -H "Authorization: Bearer \$(bash scripts/demo-token.sh 42)" http://127.0.0.1:18080/v1/users/42/purchases?limit=3
+
+$(curl -s -H "Authorization: Bearer $(bash "$(dirname "${BASH_SOURCE[0]}")/demo-token.sh" 42)" "http://127.0.0.1:18080/v1/users/42/purchases?limit=3" | cut -c1-600)
+
+The raw change stream, as any Kafka client sees it:
 
   kcat -C -b 127.0.0.1:$PAYSTREAM_KAFKA_PORT -t $topic -o beginning -e -X isolation.level=read_committed -f '%k %s\\n' | grep '"user_id":42,' | tail -n 3
 

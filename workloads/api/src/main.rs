@@ -1,0 +1,127 @@
+//! `paystream-api`: the binary edge. Parses the configuration, starts logging,
+//! the operations server and the health loop, serves the API until SIGTERM,
+//! and exits once in-flight requests have drained.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use paystream_api::app::{self, App, Limits};
+use paystream_api::auth::{Verifier, VerifierConfig};
+use paystream_api::cache::Cache;
+use paystream_api::config::Config;
+use paystream_api::metrics::ApiMetrics;
+use paystream_api::near::{self, NearCache};
+use paystream_api::reads::Reads;
+use paystream_api::store::Store;
+use paystream_runtime::readiness::Readiness;
+use paystream_runtime::{ops, shutdown, telemetry};
+use prometheus_client::registry::Registry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.ops.log_format, &config.ops.log_filter)?;
+    config.validate().map_err(anyhow::Error::msg)?;
+
+    let public_key_pem = match &config.jwt_public_key_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let verifier = Verifier::new(&VerifierConfig {
+        algorithm: config.jwt_algorithm,
+        secret: config.jwt_secret.clone(),
+        public_key_pem,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        leeway_secs: config.jwt_leeway_secs,
+        admin_scope: config.admin_scope.clone(),
+    })?;
+
+    let mut registry = Registry::with_prefix("paystream");
+    let metrics = ApiMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let readiness = Readiness::new();
+    let ready = readiness.register("reads");
+    let stop = shutdown::on_signal();
+
+    let redis = config.redis();
+    let cache = Arc::new(Cache::new(&redis, metrics.clone()).context("redis configuration")?);
+    let store = Arc::new(Store::new(&config.store(), metrics.clone()));
+    let near = (config.near_cache_capacity > 0).then(|| {
+        Arc::new(NearCache::new(
+            config.near_cache_capacity,
+            Duration::from_secs(config.near_cache_ttl_secs.max(1)),
+            metrics.clone(),
+        ))
+    });
+    if let Some(n) = &near {
+        let prefixes = vec![
+            format!("{}:purchase:", config.key_prefix()),
+            format!("{}:package:", config.key_prefix()),
+        ];
+        tokio::spawn(near::run_invalidation(
+            n.clone(),
+            redis.clone(),
+            prefixes,
+            stop.clone(),
+        ));
+    }
+    let app = Arc::new(App {
+        verifier,
+        reads: Reads::new(cache, store.clone(), near, metrics.clone()),
+        store,
+        metrics,
+        registry: registry.clone(),
+        limits: Limits {
+            page_size: config.page_size,
+            max_page_size: config.max_page_size,
+            max_quantity: config.max_quantity,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        },
+        openapi: Default::default(),
+        bench_body: Bytes::from(bench_body(config.bench_body_bytes)),
+        mysql_up: AtomicBool::new(false),
+    });
+
+    let (ops_addr, ops_task) = ops::serve(config.ops.ops_addr, registry, readiness, stop.clone())
+        .await
+        .context("starting the operations server")?;
+    let health = tokio::spawn(app::health_loop(
+        app.clone(),
+        ready,
+        Duration::from_millis(config.health_interval_ms.max(50)),
+        stop.clone(),
+    ));
+    let listener = app::bind(config.listen_addr, config.listen_backlog)
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %ops_addr, near_cache = config.near_cache_capacity > 0, "paystream api listening");
+    let router = app::router(app, config.bench_routes);
+    let server = tokio::spawn(app::serve(listener, router, stop.clone()));
+
+    stop.cancelled().await;
+    let grace = Duration::from_secs(config.ops.shutdown_grace_secs);
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.context("server task")?.context("serving")?,
+        Err(_) => anyhow::bail!("in-flight requests did not drain within {grace:?}"),
+    }
+    let _ = health.await;
+    let _ = ops_task.await;
+    tracing::info!("paystream api stopped");
+    Ok(())
+}
+
+/// A JSON body of exactly `n` bytes (at least `{"p":""}`).
+fn bench_body(n: usize) -> Vec<u8> {
+    let pad = n.saturating_sub(8);
+    let mut v = Vec::with_capacity(n.max(8));
+    v.extend_from_slice(b"{\"p\":\"");
+    v.extend(std::iter::repeat_n(b'x', pad));
+    v.extend_from_slice(b"\"}");
+    v
+}
