@@ -340,7 +340,12 @@ async fn read_chunk(
     let mut rows = Vec::with_capacity(result.len());
     for r in result {
         let columns = r.columns();
-        let values = r.unwrap();
+        // No value was taken from the row, so every slot is present.
+        let values: Vec<MyValue> = r
+            .unwrap_raw()
+            .into_iter()
+            .map(|v| v.unwrap_or(MyValue::NULL))
+            .collect();
         last_key = Some(
             key_idx
                 .iter()
