@@ -289,7 +289,14 @@ async fn operator_runs_a_pipeline_through_its_life() -> Result<()> {
 
     // Writing rows moves the binlog position in the status.
     let touch =
-        |n: u32| format!("UPDATE users SET display_name = CONCAT('e2e-{n}-', NOW(6)) WHERE id = 1");
+        // An upsert: it writes a row event whether or not the row exists
+        // (a fresh database has no demo data).
+        |n: u32| {
+            format!(
+                "INSERT INTO users (id, email, display_name) VALUES (1, 'e2e-operator@paystream.test', 'e2e') \
+                 ON DUPLICATE KEY UPDATE display_name = CONCAT('e2e-{n}-', NOW(6))"
+            )
+        };
     let mut seen = Vec::new();
     for n in 0..2 {
         mysql(&touch(n))?;
