@@ -7,6 +7,7 @@
 //! with a deadline instead of sleeping, and [`kwok_pod_placement`] puts test
 //! pods on the fake nodes.
 
+pub mod pipeline;
 pub mod tools;
 
 use std::fmt::Debug;

@@ -12,11 +12,8 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::runtime::conditions;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use paystream_e2e::pipeline::{install_crd, resource, ssa};
 use paystream_e2e::{
     Cluster, LocalProcess, TestNamespace, build_binaries, free_port, http_get, metric_sum,
     poll_until, repo_root, unique_name, wait_for,
@@ -24,38 +21,6 @@ use paystream_e2e::{
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
-
-const MANAGER: &str = "paystream-e2e";
-
-fn ssa() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
-fn resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("paystream.io", "v1alpha1", "PaymentPipeline"),
-        "paymentpipelines",
-    )
-}
-
-/// Installs the checked-in CRD and waits until it is Established.
-async fn install_crd(cluster: &Cluster) -> Result<()> {
-    let text = std::fs::read_to_string(repo_root().join("crds/paymentpipeline.yaml"))?;
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
-    let crds = Api::<CustomResourceDefinition>::all(cluster.client());
-    crds.patch("paymentpipelines.paystream.io", &ssa(), &Patch::Apply(&crd))
-        .await
-        .context("the apiserver refused crds/paymentpipeline.yaml")?;
-    wait_for(
-        &crds,
-        "paymentpipelines.paystream.io",
-        "CRD Established",
-        Duration::from_secs(60),
-        conditions::is_crd_established(),
-    )
-    .await?;
-    Ok(())
-}
 
 /// The documents of a YAML file.
 fn yaml_docs(path: &str) -> Result<Vec<Value>> {
