@@ -34,11 +34,23 @@ impl Proxy {
         let e = epoch.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if m.load(Ordering::SeqCst) != PASS {
-                    drop(client);
-                    continue;
+                let (m, mut rx) = (m.clone(), e.subscribe());
+                match m.load(Ordering::SeqCst) {
+                    // A stalled server still completes the TCP handshake but
+                    // never says hello: hold the socket until healed.
+                    FREEZE => {
+                        tokio::spawn(async move {
+                            hold(&mut rx).await;
+                            drop(client);
+                        });
+                        continue;
+                    }
+                    CUT => {
+                        drop(client);
+                        continue;
+                    }
+                    _ => {}
                 }
-                let (m, rx) = (m.clone(), e.subscribe());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         pipe(client, server, m, rx).await;
@@ -54,8 +66,8 @@ impl Proxy {
         })
     }
 
-    /// Stops forwarding on open connections without closing them, and
-    /// refuses new ones.
+    /// Stops forwarding on open connections without closing them; new
+    /// connections are accepted but hear nothing (a stalled server).
     pub fn freeze(&self) {
         self.mode.store(FREEZE, Ordering::SeqCst);
     }
