@@ -174,6 +174,12 @@ async fn dereference(
     if let Some(r) = &s.api.jwt_secret_ref {
         named.push(("api.jwtSecretRef", r.name.clone()));
     }
+    if let Some(r) = &s.api.jwt_public_key_ref {
+        named.push(("api.jwtPublicKeyRef", r.name.clone()));
+    }
+    if let Some(r) = &s.redis.ca_secret_ref {
+        named.push(("redis.caSecretRef", r.name.clone()));
+    }
     if let Some(r) = &s.api.database_credentials_secret_ref {
         named.push(("api.databaseCredentialsSecretRef", r.name.clone()));
     }

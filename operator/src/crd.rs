@@ -90,7 +90,7 @@ pub const FINALIZER: &str = "paystream.io/cleanup";
     )
 )]
 #[x_kube(validation = Rule::new("!has(self.api.autoscaling) || !has(self.api.autoscaling.targetLagPerReplica)").message("api.autoscaling: the API scales on CPU only; use targetCpuUtilization"))]
-#[x_kube(validation = Rule::new("has(self.api) && has(self.api.jwtSecretRef)").message("api.jwtSecretRef is required: the API verifies bearer tokens (HS256) with that Secret key"))]
+#[x_kube(validation = Rule::new("has(self.api) && (has(self.api.jwtSecretRef) != has(self.api.jwtPublicKeyRef))").message("set exactly one of api.jwtSecretRef (HS256 secret) or api.jwtPublicKeyRef (RS256 public key): the API verifies bearer tokens with it"))]
 #[x_kube(validation = Rule::new("has(self.api) && has(self.api.databaseCredentialsSecretRef)").message("api.databaseCredentialsSecretRef is required: the API writes purchases and payments as an application (DML) user, not the CDC user"))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentPipelineSpec {
@@ -305,6 +305,7 @@ impl KafkaSecurityProtocol {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'Sentinel' || has(self.sentinelMaster)").message("redis.sentinelMaster is required in Sentinel mode"))]
 #[x_kube(validation = Rule::new("self.mode != 'Standalone' || size(self.endpoints) == 1").message("redis.endpoints must hold exactly one address in Standalone mode"))]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || self.tls").message("redis.caSecretRef needs redis.tls: true"))]
 pub struct RedisSpec {
     /// `Standalone`, `Sentinel` or `Cluster`.
     #[serde(default)]
@@ -318,6 +319,10 @@ pub struct RedisSpec {
     /// Use TLS to Redis.
     #[serde(default)]
     pub tls: bool,
+    /// Secret key holding the CA certificate (PEM) that signed the Redis
+    /// servers' certificates; the system roots when absent. Needs `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// Secret with the Redis user name (optional key) and password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
@@ -400,9 +405,16 @@ pub struct ApiSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
     /// Secret key holding the HS256 secret (at least 32 bytes) the API
-    /// verifies bearer tokens with (`PAYSTREAM_JWT_SECRET`). Required.
+    /// verifies bearer tokens with (`PAYSTREAM_JWT_SECRET`). This or
+    /// `jwtPublicKeyRef` is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the RS256 public key (PEM) the API verifies
+    /// bearer tokens with, for tokens signed by an identity provider; mounted
+    /// as a file (`PAYSTREAM_JWT_PUBLIC_KEY_FILE`). Instead of
+    /// `jwtSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key_ref: Option<SecretKeyRef>,
     /// Secret with the application database user (SELECT, INSERT, UPDATE,
     /// DELETE on the database) the API reads and writes with; never the
     /// replication user. Required.
@@ -539,7 +551,8 @@ mod tests {
             "autoscaling.minReplicas must not exceed maxReplicas",
             "a Secret name is required",
             "kafka.topicPrefix is immutable",
-            "api.jwtSecretRef is required",
+            "set exactly one of api.jwtSecretRef",
+            "redis.caSecretRef needs redis.tls",
             "api.databaseCredentialsSecretRef is required",
             "jsonPath: .status.binlog.summary",
             "shortNames:",

@@ -51,6 +51,14 @@ async fn invalid_specs_are_rejected_at_admission() -> Result<()> {
             "autoscaling.minReplicas must not exceed maxReplicas",
         ),
         ("examples/invalid-no-secret.yaml", "credentialsSecretRef"),
+        (
+            "examples/invalid-two-jwt-keys.yaml",
+            "set exactly one of api.jwtSecretRef",
+        ),
+        (
+            "examples/invalid-redis-ca-without-tls.yaml",
+            "redis.caSecretRef needs redis.tls",
+        ),
     ] {
         let doc = yaml_docs(file)?.pop().context("empty example")?;
         let obj: DynamicObject = serde_json::from_value(doc)?;

@@ -15,6 +15,10 @@ use crate::crd::{RedisMode, TlsMode};
 
 /// Where the database CA is mounted in the pods.
 pub const MYSQL_CA_PATH: &str = "/etc/paystream/mysql-ca/ca.pem";
+/// Where the Redis CA is mounted in the pods.
+pub const REDIS_CA_PATH: &str = "/etc/paystream/redis-ca/ca.pem";
+/// Where the API's RS256 public key is mounted.
+pub const JWT_PUBLIC_KEY_PATH: &str = "/etc/paystream/jwt/public.pem";
 
 /// The settings as `ENV_NAME -> value`. Pure.
 pub fn data(p: &Validated) -> BTreeMap<String, String> {
@@ -72,6 +76,9 @@ pub fn data(p: &Validated) -> BTreeMap<String, String> {
         && let Some(endpoint) = s.redis.endpoints.first()
     {
         d.insert(env::REDIS_URL, env::redis_url(endpoint, s.redis.tls));
+    }
+    if s.redis.ca_secret_ref.is_some() {
+        d.insert(env::REDIS_TLS_CA, REDIS_CA_PATH.to_string());
     }
     if let Some(m) = &s.redis.sentinel_master {
         d.insert(env::REDIS_SENTINEL_MASTER, m.clone());

@@ -2,8 +2,9 @@
 //! builders and the workloads' `clap` flags are easy to keep aligned. Values
 //! that are not secret go into the pipeline's ConfigMap; credentials come from
 //! the user's Secrets through `secretKeyRef`. The names match the workloads'
-//! `clap` `env =` attributes (`workloads/*/src/config.rs`); the API spells
-//! the database `PAYSTREAM_MYSQL_DATABASE` and finds Redis by URL only.
+//! `clap` `env =` attributes (`workloads/*/src/config.rs` and the shared
+//! `paystream_runtime::redis_client`); the API spells the database
+//! `PAYSTREAM_MYSQL_DATABASE`.
 
 /// Database host.
 pub const MYSQL_HOST: &str = "PAYSTREAM_MYSQL_HOST";
@@ -43,8 +44,7 @@ pub const KAFKA_SASL_USERNAME: &str = "PAYSTREAM_KAFKA_SASL_USERNAME";
 pub const KAFKA_SASL_PASSWORD: &str = "PAYSTREAM_KAFKA_SASL_PASSWORD";
 /// Redis mode: `standalone`, `sentinel` or `cluster`.
 pub const REDIS_MODE: &str = "PAYSTREAM_REDIS_MODE";
-/// Standalone Redis URL, `redis://host:port/0` (`rediss://` with TLS); the
-/// API's only way to find Redis, the consumer's in Standalone mode.
+/// Standalone Redis URL, `redis://host:port/0` (`rediss://` with TLS).
 pub const REDIS_URL: &str = "PAYSTREAM_REDIS_URL";
 /// Redis addresses, comma-separated `host:port`.
 pub const REDIS_NODES: &str = "PAYSTREAM_REDIS_NODES";
@@ -52,6 +52,8 @@ pub const REDIS_NODES: &str = "PAYSTREAM_REDIS_NODES";
 pub const REDIS_SENTINEL_MASTER: &str = "PAYSTREAM_REDIS_SENTINEL_MASTER";
 /// Redis TLS on or off.
 pub const REDIS_TLS: &str = "PAYSTREAM_REDIS_TLS";
+/// Path of the CA certificate that signed the Redis servers' certificates.
+pub const REDIS_TLS_CA: &str = "PAYSTREAM_REDIS_TLS_CA";
 /// Redis user (from the Secret, optional key).
 pub const REDIS_USERNAME: &str = "PAYSTREAM_REDIS_USERNAME";
 /// Redis password (from the Secret).
@@ -68,6 +70,10 @@ pub const LOG_FORMAT: &str = "PAYSTREAM_LOG_FORMAT";
 pub const API_ADDR: &str = "PAYSTREAM_API_ADDR";
 /// The API's HS256 token secret (from the Secret).
 pub const JWT_SECRET: &str = "PAYSTREAM_JWT_SECRET";
+/// The API's token algorithm, `hs256` or `rs256`.
+pub const JWT_ALGORITHM: &str = "PAYSTREAM_JWT_ALGORITHM";
+/// Path of the API's RS256 public key (PEM).
+pub const JWT_PUBLIC_KEY_FILE: &str = "PAYSTREAM_JWT_PUBLIC_KEY_FILE";
 
 /// The Standalone Redis URL of `endpoint` (`host:port`). Pure.
 pub fn redis_url(endpoint: &str, tls: bool) -> String {

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::autoscaling::{ReplicaPolicy, replica_policy};
 use super::names::{self, Workload};
 use super::validate::Validated;
-use super::{BuildError, BuildInputs, DesiredDeployment, env, typed};
-use crate::crd::CredentialsSecretRef;
+use super::{BuildError, BuildInputs, DesiredDeployment, configmap, env, typed};
+use crate::crd::{CredentialsSecretRef, SecretKeyRef};
 
 /// The workloads' ServiceAccount. Pure.
 pub fn service_account(
@@ -53,7 +53,8 @@ fn credentials_env(
     ]
 }
 
-/// The secret-backed environment of a workload.
+/// A workload's own environment: Secret-backed credentials and the API's
+/// token settings (the rest comes from the ConfigMap).
 fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
     let s = &p.spec;
     let mut out = Vec::new();
@@ -77,10 +78,17 @@ fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
             false,
         ));
     }
-    if workload == Workload::Api
-        && let Some(r) = &s.api.jwt_secret_ref
-    {
-        out.push(secret_env(env::JWT_SECRET, &r.name, &r.key, false));
+    if workload == Workload::Api {
+        if let Some(r) = &s.api.jwt_secret_ref {
+            out.push(secret_env(env::JWT_SECRET, &r.name, &r.key, false));
+        }
+        if s.api.jwt_public_key_ref.is_some() {
+            out.push(json!({ "name": env::JWT_ALGORITHM, "value": "rs256" }));
+            out.push(json!({
+                "name": env::JWT_PUBLIC_KEY_FILE,
+                "value": configmap::JWT_PUBLIC_KEY_PATH,
+            }));
+        }
     }
     if let Some(r) = &s.kafka.credentials_secret_ref {
         out.extend(credentials_env(
@@ -107,6 +115,40 @@ fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
         }));
     }
     out
+}
+
+/// The Secret keys a workload reads as files (CA certificates, the RS256
+/// public key): its pod volumes and the container's mounts. Each lands at
+/// the path its `*_PATH` constant names. Pure.
+fn mounted_secrets(p: &Validated, workload: Workload) -> (Vec<Value>, Vec<Value>) {
+    let s = &p.spec;
+    let mut files: Vec<(&str, &SecretKeyRef, &str)> = Vec::new();
+    if matches!(workload, Workload::Producer | Workload::Api)
+        && let Some(ca) = &s.source.tls.ca_secret_ref
+    {
+        files.push(("mysql-ca", ca, configmap::MYSQL_CA_PATH));
+    }
+    if matches!(workload, Workload::Consumer | Workload::Api)
+        && let Some(ca) = &s.redis.ca_secret_ref
+    {
+        files.push(("redis-ca", ca, configmap::REDIS_CA_PATH));
+    }
+    if workload == Workload::Api
+        && let Some(key) = &s.api.jwt_public_key_ref
+    {
+        files.push(("jwt-public-key", key, configmap::JWT_PUBLIC_KEY_PATH));
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    for (name, r, path) in files {
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("/", path));
+        volumes.push(json!({
+            "name": name,
+            "secret": { "secretName": r.name, "items": [{ "key": r.key, "path": file }] }
+        }));
+        mounts.push(json!({ "name": name, "mountPath": dir, "readOnly": true }));
+    }
+    (volumes, mounts)
 }
 
 /// One workload's Deployment. Pure.
@@ -158,16 +200,10 @@ pub fn deployment(
     if !s.placement.tolerations.is_empty() {
         pod_spec["tolerations"] = json!(s.placement.tolerations);
     }
-    if matches!(workload, Workload::Producer | Workload::Api)
-        && let Some(ca) = &s.source.tls.ca_secret_ref
-    {
-        pod_spec["volumes"] = json!([{
-            "name": "mysql-ca",
-            "secret": { "secretName": ca.name, "items": [{ "key": ca.key, "path": "ca.pem" }] }
-        }]);
-        pod_spec["containers"][0]["volumeMounts"] = json!([{
-            "name": "mysql-ca", "mountPath": "/etc/paystream/mysql-ca", "readOnly": true
-        }]);
+    let (volumes, mounts) = mounted_secrets(p, workload);
+    if !volumes.is_empty() {
+        pod_spec["volumes"] = json!(volumes);
+        pod_spec["containers"][0]["volumeMounts"] = json!(mounts);
     }
     let mut spec = json!({
         "selector": { "matchLabels": names::selector_labels(&p.name, workload) },
@@ -307,6 +343,94 @@ mod tests {
             Some(("db-cdc".into(), "username".into()))
         );
         assert_eq!(secret_of(c, env::JWT_SECRET), None);
+    }
+
+    fn pod(d: &DesiredDeployment) -> k8s_openapi::api::core::v1::PodSpec {
+        d.deployment.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    fn plain_env(c: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
+        c.env
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == name)?
+            .value
+            .clone()
+    }
+
+    fn mounted(p: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(String, String, String)> {
+        let mounts = p.containers[0].volume_mounts.clone().unwrap_or_default();
+        p.volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                let secret = v.secret.unwrap();
+                let item = secret.items.unwrap().remove(0);
+                let dir = mounts.iter().find(|m| m.name == v.name).unwrap();
+                (
+                    secret.secret_name.unwrap(),
+                    item.key,
+                    format!("{}/{}", dir.mount_path, item.path),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rs256_mounts_the_public_key_for_the_api_only() {
+        let mut p = sample();
+        p.spec.api.jwt_secret_ref = None;
+        p.spec.api.jwt_public_key_ref = Some(SecretKeyRef {
+            name: "idp".into(),
+            key: "public.pem".into(),
+        });
+        let v = validate(&p).unwrap();
+        let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
+        let spec = pod(&api);
+        let c = &spec.containers[0];
+        assert_eq!(plain_env(c, env::JWT_ALGORITHM).as_deref(), Some("rs256"));
+        assert_eq!(
+            plain_env(c, env::JWT_PUBLIC_KEY_FILE).as_deref(),
+            Some(configmap::JWT_PUBLIC_KEY_PATH)
+        );
+        assert_eq!(secret_of(c, env::JWT_SECRET), None);
+        assert!(mounted(&spec).contains(&(
+            "idp".into(),
+            "public.pem".into(),
+            configmap::JWT_PUBLIC_KEY_PATH.into()
+        )));
+        let consumer = deployment(&v, Workload::Consumer, &inputs(), "h").unwrap();
+        assert!(mounted(&pod(&consumer)).is_empty());
+        assert_eq!(
+            plain_env(&pod(&consumer).containers[0], env::JWT_ALGORITHM),
+            None
+        );
+    }
+
+    #[test]
+    fn the_redis_ca_reaches_the_consumer_and_the_api() {
+        let mut p = sample();
+        p.spec.redis.tls = true;
+        p.spec.redis.ca_secret_ref = Some(SecretKeyRef {
+            name: "redis-ca".into(),
+            key: "ca.crt".into(),
+        });
+        let v = validate(&p).unwrap();
+        let want = (
+            "redis-ca".to_string(),
+            "ca.crt".to_string(),
+            configmap::REDIS_CA_PATH.to_string(),
+        );
+        for w in [Workload::Consumer, Workload::Api] {
+            let d = deployment(&v, w, &inputs(), "h").unwrap();
+            assert!(mounted(&pod(&d)).contains(&want), "{w:?}");
+        }
+        let producer = deployment(&v, Workload::Producer, &inputs(), "h").unwrap();
+        assert!(!mounted(&pod(&producer)).contains(&want));
+        let data = configmap::data(&v);
+        assert_eq!(data[env::REDIS_TLS_CA], configmap::REDIS_CA_PATH);
+        assert_eq!(data[env::REDIS_TLS], "true");
     }
 
     #[test]

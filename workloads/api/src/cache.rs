@@ -3,7 +3,8 @@
 //! the model has applied one purchase, and fill documents and list members
 //! after a MySQL read through the shared guarded script
 //! (`paystream_core::readmodel::SCRIPT`), so a fill never overwrites a newer
-//! version the consumer wrote. Values come back as [`Bytes`] that own the
+//! version the consumer wrote. It speaks to Standalone, Sentinel and Cluster
+//! deployments alike through [`crate::link`]. Values come back as [`Bytes`] that own the
 //! reply buffers, so a hit is served without copying or re-serialising.
 //!
 //! The cache tracks whether Redis is usable: a connection error marks it down
@@ -15,28 +16,27 @@
 //! complete.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use paystream_core::readmodel::{
     Cursor, Keys, ModelStatus, ScriptCall, Version, member, model_status, parse_member, score,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use paystream_runtime::redis_client::RedisTarget;
+use redis::{RedisError, Script, Value};
 
 use crate::document;
+use crate::link::{Link, is_connection_error};
 use crate::metrics::ApiMetrics;
 use crate::store::Joined;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port/db` (`rediss://` for TLS).
-    pub url: String,
-    /// Password, when not in the URL.
-    pub password: Option<String>,
-    /// Multiplexed connections to spread requests over.
+    /// The deployment and how to log in.
+    pub target: RedisTarget,
+    /// Multiplexed connections to spread requests over (Standalone).
     pub connections: usize,
     /// Response timeout of one command.
     pub timeout: Duration,
@@ -91,9 +91,7 @@ const STATUS_UNKNOWN: u8 = 2;
 
 /// The read model in Redis.
 pub struct Cache {
-    first: ConnectionManager,
-    conns: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    link: Link,
     keys: Keys,
     script: Script,
     up: AtomicBool,
@@ -103,14 +101,11 @@ pub struct Cache {
     metrics: ApiMetrics,
 }
 
-fn client(c: &RedisConfig) -> Result<Client, RedisError> {
-    let mut info: redis::ConnectionInfo =
-        redis::IntoConnectionInfo::into_connection_info(c.url.as_str())?;
-    if let Some(pw) = &c.password {
-        let redis = info.redis_settings().clone().set_password(pw.clone());
-        info = info.set_redis_settings(redis);
-    }
-    Client::open(info)
+/// `HMGET key v del d`: a document's version, tombstone flag and body.
+fn hmget(key: &str) -> redis::Cmd {
+    let mut c = redis::cmd("HMGET");
+    c.arg(key).arg("v").arg("del").arg("d");
+    c
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -189,21 +184,14 @@ fn parse_scored(reply: Value) -> Result<Vec<(i64, u64)>, CacheError> {
 impl Cache {
     /// Connections are made lazily: the API starts while Redis is down.
     pub fn new(c: &RedisConfig, metrics: ApiMetrics) -> Result<Self, RedisError> {
-        let client = client(c)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(c.timeout))
-            .set_connection_timeout(Some(c.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500))
-            .set_pipeline_buffer_size(4096);
-        let first = ConnectionManager::new_lazy_with_config(client.clone(), cfg.clone())?;
-        let mut conns = vec![first.clone()];
-        for _ in 1..c.connections {
-            conns.push(ConnectionManager::new_lazy_with_config(
-                client.clone(),
-                cfg.clone(),
-            )?);
-        }
+        let link =
+            Link::new(&c.target, c.connections, c.timeout, c.connect_timeout).map_err(|e| {
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "redis",
+                    e.to_string(),
+                ))
+            })?;
         let keys = Keys::new(&c.prefix).map_err(|e| {
             RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -212,9 +200,7 @@ impl Cache {
             ))
         })?;
         Ok(Self {
-            first,
-            conns,
-            next: AtomicUsize::new(0),
+            link,
             keys,
             script: Script::new(paystream_core::readmodel::SCRIPT),
             up: AtomicBool::new(true),
@@ -228,11 +214,6 @@ impl Cache {
     /// The key layout.
     pub fn keys(&self) -> &Keys {
         &self.keys
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
-        self.conns.get(i).unwrap_or(&self.first).clone()
     }
 
     /// Whether Redis is believed usable.
@@ -262,9 +243,8 @@ impl Cache {
                 // only sends this request to MySQL: under a burst of load a
                 // timeout is not an outage, and the health loop's PING (which
                 // has the same timeout) decides whether Redis is stalled.
-                if !e.is_timeout()
-                    && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
-                {
+                self.link.failed(&e);
+                if is_connection_error(&e) {
                     self.set_up(false);
                 }
                 Err(CacheError::Redis(e))
@@ -283,14 +263,10 @@ impl Cache {
     /// One document.
     pub async fn doc(&self, key: &str) -> Result<Option<Doc>, CacheError> {
         self.guard()?;
-        let mut c = self.conn();
-        let r: Result<Value, _> = redis::cmd("HMGET")
-            .arg(key)
-            .arg("v")
-            .arg("del")
-            .arg("d")
-            .query_async(&mut c)
-            .await;
+        let r = match self.link.conn().await {
+            Ok(mut c) => hmget(key).query_async::<Value>(&mut c).await,
+            Err(e) => Err(e),
+        };
         parse_doc(self.check(r)?)
     }
 
@@ -301,13 +277,12 @@ impl Cache {
         b: &str,
     ) -> Result<(Option<Doc>, Option<Doc>), CacheError> {
         self.guard()?;
-        let mut p = redis::pipe();
-        p.cmd("HMGET").arg(a).arg("v").arg("del").arg("d");
-        p.cmd("HMGET").arg(b).arg("v").arg("del").arg("d");
-        let mut c = self.conn();
-        let r: Result<(Value, Value), _> = p.query_async(&mut c).await;
-        let (x, y) = self.check(r)?;
-        Ok((parse_doc(x)?, parse_doc(y)?))
+        let r = self.link.query_all(vec![hmget(a), hmget(b)]).await;
+        let mut replies = self.check(r)?.into_iter();
+        match (replies.next(), replies.next()) {
+            (Some(x), Some(y)) => Ok((parse_doc(x)?, parse_doc(y)?)),
+            _ => Err(CacheError::Reply("a pipeline returned too few replies")),
+        }
     }
 
     /// Several documents in one pipeline.
@@ -316,12 +291,10 @@ impl Cache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut p = redis::pipe();
-        for k in keys {
-            p.cmd("HMGET").arg(k).arg("v").arg("del").arg("d");
-        }
-        let mut c = self.conn();
-        let r: Result<Vec<Value>, _> = p.query_async(&mut c).await;
+        let r = self
+            .link
+            .query_all(keys.iter().map(|k| hmget(k)).collect())
+            .await;
         self.check(r)?.into_iter().map(parse_doc).collect()
     }
 
@@ -341,19 +314,23 @@ impl Cache {
         let want = limit as usize + 1;
         let mut window = want + 8;
         for _ in 0..6 {
-            let mut c = self.conn();
-            let r: Result<Value, _> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(&max)
-                .arg("-inf")
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(window)
-                .arg("WITHSCORES")
-                .query_async(&mut c)
-                .await;
+            let r = match self.link.conn().await {
+                Ok(mut c) => {
+                    redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(&max)
+                        .arg("-inf")
+                        .arg("BYSCORE")
+                        .arg("REV")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(window)
+                        .arg("WITHSCORES")
+                        .query_async::<Value>(&mut c)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let fetched = parse_scored(self.check(r)?)?;
             let full = fetched.len() == window;
             let mut entries: Vec<(i64, u64)> = fetched
@@ -381,13 +358,12 @@ impl Cache {
         version: u64,
     ) -> Result<bool, CacheError> {
         self.guard()?;
-        let mut p = redis::pipe();
-        p.cmd("HGET")
-            .arg(self.keys.user_versions(user_id))
+        let mut rank = redis::cmd("HGET");
+        rank.arg(self.keys.user_versions(user_id))
             .arg(member(purchase_id));
-        p.cmd("HGET").arg(self.keys.purchase(purchase_id)).arg("v");
-        let mut c = self.conn();
-        let r: Result<Vec<Value>, _> = p.query_async(&mut c).await;
+        let mut doc = redis::cmd("HGET");
+        doc.arg(self.keys.purchase(purchase_id)).arg("v");
+        let r = self.link.query_all(vec![rank, doc]).await;
         let replies = self.check(r)?;
         let rank = replies.first().and_then(number::<u64>);
         let doc = replies.get(1).and_then(number::<u64>);
@@ -449,6 +425,14 @@ impl Cache {
     }
 
     async fn run_calls(&self, calls: &[ScriptCall]) {
+        let conn = match self.link.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.fills_failed.inc_by(calls.len() as u64);
+                let _ = self.check::<()>(Err(e));
+                return;
+            }
+        };
         let runs = calls.iter().map(|call| {
             let mut inv = self.script.prepare_invoke();
             for k in call.keys(&self.keys) {
@@ -457,7 +441,7 @@ impl Cache {
             for a in call.args() {
                 inv.arg(a);
             }
-            let mut c = self.conn();
+            let mut c = conn.clone();
             async move { inv.invoke_async::<i64>(&mut c).await }
         });
         for r in futures::future::join_all(runs).await {
@@ -478,8 +462,13 @@ impl Cache {
 
     /// `PING`; marks Redis up or down.
     pub async fn ping(&self) -> bool {
-        let mut c = self.conn();
-        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+        let r = match self.link.conn().await {
+            Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
+            self.link.failed(e);
+        }
         let ok = r.is_ok();
         self.set_up(ok);
         ok
@@ -491,11 +480,15 @@ impl Cache {
             self.set_status(ModelStatus::Unknown);
             return;
         }
-        let mut c = self.conn();
-        let r: Result<BTreeMap<String, String>, _> = redis::cmd("HGETALL")
-            .arg(self.keys.meta_offsets())
-            .query_async(&mut c)
-            .await;
+        let r = match self.link.conn().await {
+            Ok(mut c) => {
+                redis::cmd("HGETALL")
+                    .arg(self.keys.meta_offsets())
+                    .query_async::<BTreeMap<String, String>>(&mut c)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match self.check(r) {
             Ok(fields) => {
                 let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();

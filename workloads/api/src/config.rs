@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use paystream_core::envelope::change_topic;
 use paystream_runtime::OpsArgs;
+use paystream_runtime::redis_client::{RedisMode, RedisTarget};
 
 use crate::auth::JwtAlgorithm;
 use crate::cache::RedisConfig;
@@ -92,18 +93,14 @@ pub struct Config {
     #[arg(long, env = "PAYSTREAM_MYSQL_QUERY_TIMEOUT_MS", default_value_t = 3000)]
     pub mysql_query_timeout_ms: u64,
 
-    /// Redis URL, `redis://host:port/db` (`rediss://` for TLS).
-    #[arg(
-        long,
-        env = "PAYSTREAM_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    pub redis_url: String,
-    /// Redis password, when not in the URL.
-    #[arg(long, env = "PAYSTREAM_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-    /// Multiplexed Redis connections requests are spread over. One pipelines
-    /// best on a small machine; raise it with many cores.
+    /// Where Redis is: Standalone (`--redis-url`), Sentinel or Cluster
+    /// (`--redis-mode`, `--redis-nodes`), credentials and TLS; the same
+    /// flags as the consumer's.
+    #[command(flatten)]
+    pub redis_target: RedisTarget,
+    /// Multiplexed Redis connections requests are spread over (Standalone;
+    /// Sentinel and Cluster use one). One pipelines best on a small
+    /// machine; raise it with many cores.
     #[arg(long, env = "PAYSTREAM_REDIS_CONNECTIONS", default_value_t = 1)]
     pub redis_connections: usize,
     /// Timeout of one Redis command, milliseconds; past it Redis counts as down.
@@ -213,6 +210,12 @@ impl Config {
         if self.request_timeout_ms == 0 || self.max_body_bytes == 0 {
             return Err("--request-timeout-ms and --max-body-bytes must be at least 1".into());
         }
+        self.redis_target.validate().map_err(|e| e.to_string())?;
+        if self.near_cache_capacity > 0 && self.redis_target.redis_mode != RedisMode::Standalone {
+            return Err(
+                "the near cache needs --redis-mode standalone (its invalidations come from one server); set --near-cache-capacity 0".into(),
+            );
+        }
         Ok(())
     }
 
@@ -245,8 +248,7 @@ impl Config {
     /// Redis settings.
     pub fn redis(&self) -> RedisConfig {
         RedisConfig {
-            url: self.redis_url.clone(),
-            password: self.redis_password.clone(),
+            target: self.redis_target.clone(),
             connections: self.redis_connections,
             timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
             connect_timeout: Duration::from_millis(self.redis_connect_timeout_ms.max(1)),

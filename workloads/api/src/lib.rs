@@ -6,7 +6,8 @@
 //! satisfy), [`provider`] (the payment provider stub), [`document`] (response
 //! bytes), [`problem`] (RFC 9457 errors), [`coalesce`] (single-flight
 //! loads) and [`hints`] (lock-free package guesses). The I/O modules only move data: [`cache`] (the Redis read model),
-//! [`near`] (the optional in-process near cache), [`store`] (MySQL) and
+//! [`link`] (connections to any Redis deployment), [`near`] (the optional
+//! in-process near cache), [`store`] (MySQL) and
 //! [`reads`] (the read path over them). [`routes`], [`extract`] and [`app`]
 //! are the HTTP layer; [`config`] and [`metrics`] the usual shell.
 //! `docs/api.md` describes the endpoints, errors and read-your-writes.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod document;
 pub mod extract;
 pub mod hints;
+pub mod link;
 pub mod metrics;
 pub mod near;
 pub mod params;

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use paystream_runtime::redis_client::ConnectError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Doc, RedisConfig};
@@ -126,17 +127,17 @@ async fn track(
     c: &RedisConfig,
     prefixes: &[String],
 ) -> Result<MultiplexedConnection, redis::RedisError> {
-    let mut info: redis::ConnectionInfo =
-        redis::IntoConnectionInfo::into_connection_info(c.url.as_str())?;
-    let mut settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    if let Some(pw) = &c.password {
-        settings = settings.set_password(pw.clone());
-    }
-    info = info.set_redis_settings(settings);
-    let client = Client::open(info)?;
+    let client = c
+        .target
+        .standalone_client_speaking(Some(ProtocolVersion::RESP3))
+        .map_err(|e| match e {
+            ConnectError::Redis(e) => e,
+            other => redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "near cache",
+                other.to_string(),
+            )),
+        })?;
     let n = Arc::clone(near);
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(c.connect_timeout))

@@ -3,13 +3,15 @@
 //! A deployable is a pure core wrapped in the same thin shell: structured
 //! logs ([`telemetry`]), an operations HTTP server with `/metrics`, `/healthz`
 //! and `/readyz` ([`ops`]), readiness reported by each dependency
-//! ([`readiness`]), and a shutdown token that SIGTERM or Ctrl-C cancels so
+//! ([`readiness`]), one way to reach any Redis deployment
+//! ([`redis_client`]), and a shutdown token that SIGTERM or Ctrl-C cancels so
 //! in-flight work can drain ([`shutdown`]). The common command-line flags live
 //! in [`OpsArgs`], flattened into every binary's own `clap` parser.
 
 pub mod kafka;
 pub mod ops;
 pub mod readiness;
+pub mod redis_client;
 pub mod shutdown;
 pub mod telemetry;
 

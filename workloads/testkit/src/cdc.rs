@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
@@ -23,7 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::process::Service;
-use crate::{Stack, repo_root, unique_name};
+use crate::{Stack, unique_name};
 
 /// An administrative connection to the local MariaDB.
 pub async fn admin(stack: &Stack) -> Conn {
@@ -154,38 +152,10 @@ impl Scratch {
 /// The `paystream-producer` executable: `PAYSTREAM_PRODUCER_BIN`, or the one
 /// `cargo build -p paystream-producer` produces (built once per process).
 pub fn producer_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("PAYSTREAM_PRODUCER_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(&cargo)
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "-p",
-                "paystream-producer",
-                "--bin",
-                "paystream-producer",
-                "--message-format=json-render-diagnostics",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        assert!(
-            out.status.success(),
-            "cargo build -p paystream-producer failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact")
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .unwrap_or_else(|| panic!("cargo named no paystream-producer executable"))
-    })
-    .clone()
+    match std::env::var("PAYSTREAM_PRODUCER_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => crate::process::workspace_binary("paystream-producer"),
+    }
 }
 
 /// One record as a stock consumer sees it.

@@ -2,10 +2,12 @@
 //! `var/test-logs/`, its operations server on a free loopback port, and the
 //! ways a test stops it (SIGKILL: no chance to clean up; SIGTERM: graceful).
 //! The process is killed when the handle is dropped, so a failing test
-//! leaves nothing behind.
+//! leaves nothing behind. [`workspace_binary`] builds the binary to run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::{repo_root, unique_name, wait_for};
@@ -145,4 +147,42 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The executable `cargo build -p <package> --bin <package>` produces, built
+/// once per test process and package (cargo's own cache makes it cheap when
+/// nothing changed).
+pub fn workspace_binary(package: &str) -> PathBuf {
+    static BINS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut bins = BINS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = bins.get(package) {
+        return p.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "-p",
+            package,
+            "--bin",
+            package,
+            "--message-format=json-render-diagnostics",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .unwrap_or_else(|| panic!("cargo named no {package} executable"));
+    bins.insert(package.to_string(), path.clone());
+    path
 }

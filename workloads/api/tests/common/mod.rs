@@ -25,6 +25,7 @@ use paystream_api::reads::Reads;
 use paystream_api::store::{Store, StoreConfig};
 use paystream_core::envelope::change_topic;
 use paystream_core::readmodel::Keys;
+use paystream_runtime::redis_client::{RedisConn, RedisTarget};
 use paystream_testkit::{Stack, unique_name, wait_for};
 use prometheus_client::registry::Registry;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlSslMode};
@@ -37,6 +38,8 @@ pub const SECRET: &str = "paystream-test-secret-0123456789abcdef";
 #[derive(Clone)]
 pub struct Opts {
     pub redis_url: String,
+    /// A Sentinel or Cluster deployment instead of `redis_url`.
+    pub redis_target: Option<RedisTarget>,
     pub mysql_port: u16,
     pub mysql_user: String,
     pub mysql_password: String,
@@ -59,6 +62,7 @@ impl Default for Opts {
         let prefix = unique_name("apitest").replace('_', "-");
         Self {
             redis_url: stack.redis_url(),
+            redis_target: None,
             mysql_port: stack.mysql_port,
             mysql_user: stack.app.user.clone(),
             mysql_password: stack.app.password.clone(),
@@ -74,6 +78,15 @@ impl Default for Opts {
             max_body_bytes: 4096,
             rs256_public_pem: None,
         }
+    }
+}
+
+impl Opts {
+    /// Where the API finds Redis.
+    pub fn target(&self) -> RedisTarget {
+        self.redis_target
+            .clone()
+            .unwrap_or_else(|| RedisTarget::standalone(&self.redis_url))
     }
 }
 
@@ -146,8 +159,7 @@ impl Api {
         let mut registry = Registry::with_prefix("paystream");
         let metrics = ApiMetrics::register(&mut registry);
         let redis = RedisConfig {
-            url: opts.redis_url.clone(),
-            password: None,
+            target: opts.target(),
             connections: 2,
             timeout: Duration::from_millis(opts.redis_timeout_ms),
             connect_timeout: Duration::from_millis(500),
@@ -297,10 +309,11 @@ impl Api {
         r.json()
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.opts.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
+    /// A connection of the test's own, to the same deployment.
+    pub async fn redis(&self) -> RedisConn {
+        self.opts
+            .target()
+            .connect(Duration::from_secs(5))
             .await
             .unwrap()
     }
