@@ -6,7 +6,7 @@
 //! written only when it changed. Problems become a Degraded condition and an
 //! Event, never a crash; Kafka outages back off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -153,13 +153,24 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         })
 }
 
-/// Dereference: checks the Secrets the spec names exist, and returns the
-/// Kafka SASL credentials the operator itself needs.
+/// What dereferencing the Secrets found.
+#[derive(Default)]
+struct Dereferenced {
+    /// The Kafka SASL credentials the operator itself needs.
+    sasl: Option<(String, String)>,
+    /// `resourceVersion` of each named Secret that exists, by name: a
+    /// rotated Secret rolls the pods that read it.
+    versions: BTreeMap<String, String>,
+}
+
+/// Dereference: checks the Secrets the spec names exist, notes their
+/// versions, and returns the Kafka SASL credentials the operator needs.
 async fn dereference(
     secrets: &Api<Secret>,
     v: &Validated,
     problems: &mut Vec<Problem>,
-) -> Result<Option<(String, String)>, kube::Error> {
+) -> Result<Dereferenced, kube::Error> {
+    let mut out = Dereferenced::default();
     let s = &v.spec;
     let mut named = vec![(
         "source.credentialsSecretRef",
@@ -184,7 +195,13 @@ async fn dereference(
         named.push(("api.databaseCredentialsSecretRef", r.name.clone()));
     }
     for (field, name) in named {
-        if secrets.get_metadata_opt(&name).await?.is_none() {
+        if out.versions.contains_key(&name) {
+            continue;
+        }
+        if let Some(meta) = secrets.get_metadata_opt(&name).await? {
+            let version = meta.metadata.resource_version.unwrap_or_default();
+            out.versions.insert(name, version);
+        } else {
             problems.push(Problem::new(
                 "SecretMissing",
                 format!(
@@ -195,9 +212,16 @@ async fn dereference(
         }
     }
     let Some(r) = &s.kafka.credentials_secret_ref else {
-        return Ok(None);
+        return Ok(out);
     };
-    match secrets.get_opt(&r.name).await? {
+    let secret = secrets.get_opt(&r.name).await?;
+    if let Some(version) = secret
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone())
+    {
+        out.versions.insert(r.name.clone(), version);
+    }
+    out.sasl = match secret {
         None => {
             problems.push(Problem::new(
                 "SecretMissing",
@@ -206,13 +230,13 @@ async fn dereference(
                     r.name, v.namespace
                 ),
             ));
-            Ok(None)
+            None
         }
         Some(secret) => match (
             secret_value(&secret, &r.username_key),
             secret_value(&secret, &r.password_key),
         ) {
-            (Some(u), Some(p)) => Ok(Some((u, p))),
+            (Some(u), Some(p)) => Some((u, p)),
             _ => {
                 problems.push(Problem::new(
                     "SecretMissing",
@@ -221,10 +245,11 @@ async fn dereference(
                         r.name, r.username_key, r.password_key
                     ),
                 ));
-                Ok(None)
+                None
             }
         },
-    }
+    };
+    Ok(out)
 }
 
 /// What the Kafka step learnt.
@@ -446,8 +471,15 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
         }
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let sasl = dereference(&secrets, &validated, &mut obs.problems).await?;
-    let kafka = kafka_step(&ctx, &validated, sasl, p.spec.paused, &mut obs.problems).await;
+    let deref = dereference(&secrets, &validated, &mut obs.problems).await?;
+    let kafka = kafka_step(
+        &ctx,
+        &validated,
+        deref.sasl,
+        p.spec.paused,
+        &mut obs.problems,
+    )
+    .await;
     if let Some(backoff) = ctx.kafka_backoff(&key, kafka.unreachable) {
         requeue = backoff;
     }
@@ -466,6 +498,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
             owner,
             consumer_lag: obs.lag.or(p.status.as_ref().and_then(|s| s.consumer_lag)),
             image_tag: ctx.settings.image_tag.clone(),
+            secret_versions: deref.versions,
         };
         let desired = reconcile::build(&validated, &inputs)?;
         match apply_all(&ctx, &ns, &desired).await {
@@ -507,7 +540,7 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
     {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         let mut ignored = Vec::new();
-        let sasl = dereference(&secrets, &v, &mut ignored).await?;
+        let sasl = dereference(&secrets, &v, &mut ignored).await?.sasl;
         let admin = KafkaAdmin::new(
             &topics::client_config(&v.spec.kafka, sasl),
             ctx.settings.kafka_timeout,

@@ -119,6 +119,7 @@ fn api_environment(p: &PaymentPipeline, secrets: &Secrets, root: &Path) -> Vec<(
         },
         consumer_lag: None,
         image_tag: "test".into(),
+        secret_versions: BTreeMap::new(),
     };
     let d = deployment(&v, Workload::Api, &inputs, "h").unwrap();
     let pod = d.deployment.spec.unwrap().template.spec.unwrap();

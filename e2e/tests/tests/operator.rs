@@ -498,6 +498,46 @@ async fn operator_runs_a_pipeline_through_its_life() -> Result<()> {
         );
     }
 
+    // Rotating a Secret rolls the pods that read it, and only those.
+    let secrets_hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("paystream.io/secrets-hash").cloned())
+            .unwrap_or_default()
+    };
+    let api_before = secrets_hash(&deployments.get("demo-api").await?);
+    let producer_before = secrets_hash(&deployments.get("demo-producer").await?);
+    ensure!(!api_before.is_empty(), "no secrets-hash on the API's pods");
+    secrets
+        .patch(
+            "api-jwt",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "stringData": { "secret": "rotated-e2e-jwt-secret-0123456789abcdef" } }),
+            ),
+        )
+        .await?;
+    let rolled = std::time::Instant::now();
+    poll_until(
+        "the API rolled for the new Secret",
+        Duration::from_secs(60),
+        || async {
+            let now = secrets_hash(&deployments.get("demo-api").await?);
+            Ok((now != api_before).then_some(()))
+        },
+    )
+    .await?;
+    println!(
+        "API pods rolled {:?} after the Secret changed",
+        rolled.elapsed()
+    );
+    ensure!(
+        secrets_hash(&deployments.get("demo-producer").await?) == producer_before,
+        "the producer rolled for a Secret it does not read"
+    );
+
     // Deletion cleans up the children; the topics are kept.
     pipelines.delete(name, &Default::default()).await?;
     poll_until("pipeline gone", Duration::from_secs(60), || async {

@@ -83,6 +83,10 @@ pub struct BuildInputs {
     pub consumer_lag: Option<i64>,
     /// Image tag of the default images.
     pub image_tag: String,
+    /// `resourceVersion` of each Secret the spec names, by Secret name. A
+    /// pod template carries a hash of the versions of the Secrets it reads,
+    /// so rotating a Secret rolls exactly the pods that use it.
+    pub secret_versions: std::collections::BTreeMap<String, String>,
 }
 
 /// Builds every object of a validated pipeline. Pure.

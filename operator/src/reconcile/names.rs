@@ -35,6 +35,9 @@ pub const MANAGER: &str = "paystream-operator";
 pub const HANDOVER_MANAGER: &str = "paystream-operator-handover";
 /// Pod template annotation that changes with the configuration, rolling pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "paystream.io/config-hash";
+/// Pod-template annotation: hash of the versions of the Secrets the pod
+/// reads (environment and files); a rotated Secret changes it.
+pub const SECRETS_HASH_ANNOTATION: &str = "paystream.io/secrets-hash";
 /// Label naming the pipeline an object belongs to.
 pub const PIPELINE_LABEL: &str = "paystream.io/pipeline";
 /// Registry and repository prefix of the default images.

@@ -3,9 +3,12 @@
 //! hash, so a configuration change rolls the pods. `spec.replicas` is left out
 //! when an HPA owns it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::autoscaling::{ReplicaPolicy, replica_policy};
 use super::names::{self, Workload};
@@ -151,6 +154,37 @@ fn mounted_secrets(p: &Validated, workload: Workload) -> (Vec<Value>, Vec<Value>
     (volumes, mounts)
 }
 
+/// The names of the Secrets a pod spec reads, through `secretKeyRef`s or
+/// Secret volumes. Pure.
+pub fn secrets_read(pod_spec: &Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for c in pod_spec["containers"].as_array().into_iter().flatten() {
+        for e in c["env"].as_array().into_iter().flatten() {
+            if let Some(n) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    for v in pod_spec["volumes"].as_array().into_iter().flatten() {
+        if let Some(n) = v["secret"]["secretName"].as_str() {
+            names.insert(n.to_string());
+        }
+    }
+    names
+}
+
+/// SHA-256 (hex, 16 characters) of `name=version` for each Secret the pod
+/// reads; an unknown version counts as empty. Pure.
+fn secrets_hash(pod_spec: &Value, versions: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for name in secrets_read(pod_spec) {
+        let version = versions.get(&name).map(String::as_str).unwrap_or("");
+        h.update(format!("{name}={version}\n").as_bytes());
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    hex[..16].to_string()
+}
+
 /// One workload's Deployment. Pure.
 pub fn deployment(
     p: &Validated,
@@ -205,12 +239,16 @@ pub fn deployment(
         pod_spec["volumes"] = json!(volumes);
         pod_spec["containers"][0]["volumeMounts"] = json!(mounts);
     }
+    let secrets_hash = secrets_hash(&pod_spec, &inputs.secret_versions);
     let mut spec = json!({
         "selector": { "matchLabels": names::selector_labels(&p.name, workload) },
         "template": {
             "metadata": {
                 "labels": names::workload_labels(&p.name, workload),
-                "annotations": { names::CONFIG_HASH_ANNOTATION: config_hash },
+                "annotations": {
+                    names::CONFIG_HASH_ANNOTATION: config_hash,
+                    names::SECRETS_HASH_ANNOTATION: secrets_hash,
+                },
             },
             "spec": pod_spec,
         },
@@ -261,6 +299,12 @@ mod tests {
             },
             consumer_lag: None,
             image_tag: "0.1.0".into(),
+            secret_versions: BTreeMap::from([
+                ("db-cdc".to_string(), "1".to_string()),
+                ("db-app".to_string(), "2".to_string()),
+                ("api-jwt".to_string(), "3".to_string()),
+                ("redis".to_string(), "4".to_string()),
+            ]),
         }
     }
 
@@ -431,6 +475,42 @@ mod tests {
         let data = configmap::data(&v);
         assert_eq!(data[env::REDIS_TLS_CA], configmap::REDIS_CA_PATH);
         assert_eq!(data[env::REDIS_TLS], "true");
+    }
+
+    fn secrets_annotation(d: &DesiredDeployment) -> String {
+        d.deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[names::SECRETS_HASH_ANNOTATION]
+            .clone()
+    }
+
+    #[test]
+    fn a_rotated_secret_rolls_only_the_pods_that_read_it() {
+        let v = validate(&sample()).unwrap();
+        let before = inputs();
+        let mut after = inputs();
+        after.secret_versions.insert("api-jwt".into(), "30".into());
+        let hashes = |i: &BuildInputs| {
+            Workload::ALL.map(|w| secrets_annotation(&deployment(&v, w, i, "h").unwrap()))
+        };
+        let (b, a) = (hashes(&before), hashes(&after));
+        for (i, w) in Workload::ALL.iter().enumerate() {
+            assert_eq!(b[i] != a[i], *w == Workload::Api, "{w:?}");
+        }
+        // The same versions give the same hash: no rollout, no write.
+        assert_eq!(hashes(&inputs()), b);
+        // The CDC user's password rolls the producer, not the consumer.
+        let mut cdc = inputs();
+        cdc.secret_versions.insert("db-cdc".into(), "10".into());
+        let c = hashes(&cdc);
+        assert_ne!(c[0], b[0]);
+        assert_eq!(c[1], b[1]);
     }
 
     #[test]
