@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -29,31 +28,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Stand-in Secrets: `(secret, key) -> value`.
 type Secrets = BTreeMap<(String, String), Vec<u8>>;
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An RSA key pair: (private PEM, public PEM).
-fn rsa_pair(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    let key = dir.join("key.pem");
-    let public = dir.join("public.pem");
-    openssl(&["genrsa", "-out", key.to_str().unwrap(), "2048"]);
-    openssl(&[
-        "rsa",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (std::fs::read(key).unwrap(), std::fs::read(public).unwrap())
-}
 
 fn secrets(stack: &Stack, public_pem: &[u8]) -> Secrets {
     let ca = std::fs::read(&stack.tls_ca).unwrap();
@@ -272,7 +246,7 @@ fn scratch() -> PathBuf {
 async fn rs256_mariadb_tls_and_a_redis_cluster_reach_a_working_api() {
     let stack = Stack::from_env();
     let dir = scratch();
-    let (private, public) = rsa_pair(&dir);
+    let (private, public) = paystream_testkit::keys::rsa_pair(&dir);
     let p = pipeline(
         "wiring-cluster",
         serde_json::json!({

@@ -421,14 +421,18 @@ mod tests {
             .collect()
     }
 
+    fn secret_key(name: &str, key: &str) -> Option<SecretKeyRef> {
+        Some(SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        })
+    }
+
     #[test]
     fn rs256_mounts_the_public_key_for_the_api_only() {
         let mut p = sample();
         p.spec.api.jwt_secret_ref = None;
-        p.spec.api.jwt_public_key_ref = Some(SecretKeyRef {
-            name: "idp".into(),
-            key: "public.pem".into(),
-        });
+        p.spec.api.jwt_public_key_ref = secret_key("idp", "public.pem");
         let v = validate(&p).unwrap();
         let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
         let spec = pod(&api);
@@ -456,10 +460,7 @@ mod tests {
     fn the_redis_ca_reaches_the_consumer_and_the_api() {
         let mut p = sample();
         p.spec.redis.tls = true;
-        p.spec.redis.ca_secret_ref = Some(SecretKeyRef {
-            name: "redis-ca".into(),
-            key: "ca.crt".into(),
-        });
+        p.spec.redis.ca_secret_ref = secret_key("redis-ca", "ca.crt");
         let v = validate(&p).unwrap();
         let want = (
             "redis-ca".to_string(),

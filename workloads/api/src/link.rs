@@ -14,45 +14,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use paystream_runtime::redis_client::{ConnectError, RedisConn, RedisMode, RedisTarget};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
-
-/// One connection, cheap to clone, usable with any `redis` command.
-#[derive(Clone)]
-pub enum Conn {
-    /// A Standalone server through a reconnecting manager.
-    Managed(ConnectionManager),
-    /// A Sentinel primary or a Cluster.
-    Shared(RedisConn),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Managed(c) => c.req_packed_command(cmd),
-            Self::Shared(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Managed(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Shared(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Managed(c) => c.get_db(),
-            Self::Shared(c) => c.get_db(),
-        }
-    }
-}
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, RedisError, Value};
 
 enum Kind {
     Managed {
@@ -142,12 +105,12 @@ impl Link {
     }
 
     /// A connection, opening one first if needed.
-    pub async fn conn(&self) -> Result<Conn, RedisError> {
+    pub async fn conn(&self) -> Result<RedisConn, RedisError> {
         match &self.kind {
             Kind::Managed { conns, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
                 match conns.get(i).or(conns.first()) {
-                    Some(c) => Ok(Conn::Managed(c.clone())),
+                    Some(c) => Ok(RedisConn::Managed(c.clone())),
                     None => Err(connect_failed(ConnectError::Config(
                         "no Redis connection configured".into(),
                     ))),
@@ -160,16 +123,16 @@ impl Link {
                 connecting,
             } => {
                 if let Some(c) = Self::current(current) {
-                    return Ok(Conn::Shared(c));
+                    return Ok(c);
                 }
                 // One caller connects; the others wait for its result.
                 let _turn = connecting.lock().await;
                 if let Some(c) = Self::current(current) {
-                    return Ok(Conn::Shared(c));
+                    return Ok(c);
                 }
                 let c = target.connect(*timeout).await.map_err(connect_failed)?;
                 *current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
-                Ok(Conn::Shared(c))
+                Ok(c)
             }
         }
     }

@@ -180,38 +180,14 @@ async fn a_user_cannot_read_or_pay_for_anothers_purchase() {
     assert_eq!(r.status, StatusCode::CREATED);
 }
 
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn rs256_tokens_verify_with_the_public_key() {
     let dir = paystream_testkit::repo_root()
         .join("var/test-logs")
         .join(paystream_testkit::unique_name("rsa"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let public = dir.join("public.pem");
-    openssl(&["genrsa", "-out", key.to_str().unwrap(), "2048"]);
-    openssl(&[
-        "rsa",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    let private = std::fs::read(&key).unwrap();
+    let (private, public) = paystream_testkit::keys::rsa_pair(&dir);
     let api = Api::with(Opts {
-        rs256_public_pem: Some(std::fs::read(&public).unwrap()),
+        rs256_public_pem: Some(public),
         ..Opts::default()
     })
     .await;

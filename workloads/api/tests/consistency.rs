@@ -39,17 +39,6 @@ async fn write_doc(api: &Api, id: u64, version: u64, json: &serde_json::Value) -
     inv.invoke_async(&mut c).await.unwrap()
 }
 
-async fn stored_version(api: &Api, id: u64) -> Option<u64> {
-    let mut c = api.redis().await;
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(api.keys.purchase(id))
-        .arg("v")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    v.and_then(|v| v.parse().ok())
-}
-
 fn purchase_only(body: &serde_json::Value) -> serde_json::Value {
     let mut v = body.clone();
     v.as_object_mut().unwrap().remove("package");
@@ -66,7 +55,7 @@ async fn the_writer_reads_its_own_writes() {
     let path = format!("/v1/purchases/{id}");
     // The read fills the cache at version 1.
     assert_eq!(api.get(&path, Some(&t)).await.header("etag"), Some("\"1\""));
-    assert_eq!(stored_version(&api, id).await, Some(1));
+    assert_eq!(api.stored_version(id).await, Some(1));
     // Pay: MySQL is at version 2; no consumer runs here, so Redis stays at 1.
     let paid = api
         .post(
@@ -88,7 +77,7 @@ async fn the_writer_reads_its_own_writes() {
     assert_eq!(r.json()["status"], "paid");
     assert_eq!(r.header("etag"), Some("\"2\""));
     assert!(api.metrics.cache.stale.get() > stale_before);
-    assert_eq!(stored_version(&api, id).await, Some(2));
+    assert_eq!(api.stored_version(id).await, Some(2));
     let r = api
         .send(
             axum::http::Request::get(&path)
@@ -170,7 +159,7 @@ async fn a_fill_never_overwrites_a_newer_version() {
         .await;
     assert_eq!(r.json()["version"], 1);
     assert!(api.metrics.fills_ignored.get() > ignored);
-    assert_eq!(stored_version(&api, id).await, Some(99));
+    assert_eq!(api.stored_version(id).await, Some(99));
     let r = api.get(&format!("/v1/purchases/{id}"), Some(&t)).await;
     assert_eq!(r.json()["version"], 99);
 }

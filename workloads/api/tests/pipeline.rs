@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -17,7 +16,7 @@ use common::{Api, Opts, package, token, user};
 use paystream_core::readmodel::ModelStatus;
 use paystream_testkit::cdc::Scratch;
 use paystream_testkit::process::Service;
-use paystream_testkit::{Stack, repo_root, wait_for};
+use paystream_testkit::{Stack, wait_for};
 
 /// How long CDC may take from the API's commit to the read model, including
 /// the consumer's first assignment; generous because the machine is shared.
@@ -26,45 +25,10 @@ const CDC_DEADLINE: Duration = Duration::from_secs(90);
 /// `PAYSTREAM_CONSUMER_BIN`, or the executable `cargo build -p
 /// paystream-consumer` names.
 fn consumer_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("PAYSTREAM_CONSUMER_BIN") {
-        return PathBuf::from(p);
+    match std::env::var("PAYSTREAM_CONSUMER_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => paystream_testkit::process::workspace_binary("paystream-consumer"),
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "-p",
-            "paystream-consumer",
-            "--bin",
-            "paystream-consumer",
-            "--message-format=json-render-diagnostics",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build -p paystream-consumer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact")
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .expect("cargo named no paystream-consumer executable")
-}
-
-async fn stored_version(api: &Api, id: u64) -> Option<u64> {
-    let mut c = api.redis().await;
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(api.keys.purchase(id))
-        .arg("v")
-        .query_async(&mut c)
-        .await
-        .ok()?;
-    v.and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]
@@ -119,7 +83,7 @@ async fn purchases_reach_the_read_model_and_are_served_from_redis() {
     let id = bought["id"].as_u64().unwrap();
     let committed = Instant::now();
     wait_for("the purchase in the read model", CDC_DEADLINE, || async {
-        (stored_version(&api, id).await >= Some(1)).then_some(())
+        (api.stored_version(id).await >= Some(1)).then_some(())
     })
     .await
     .unwrap_or_else(|e| {
@@ -158,7 +122,7 @@ async fn purchases_reach_the_read_model_and_are_served_from_redis() {
         .await;
     assert_eq!(paid.status, StatusCode::CREATED);
     wait_for("the payment in the read model", CDC_DEADLINE, || async {
-        (stored_version(&api, id).await >= Some(2)).then_some(())
+        (api.stored_version(id).await >= Some(2)).then_some(())
     })
     .await
     .unwrap();

@@ -17,17 +17,6 @@ use paystream_runtime::redis_client::{RedisMode, RedisTarget};
 use paystream_testkit::redis_server::{RedisServer, Sentinel};
 use paystream_testkit::{Stack, wait_for};
 
-async fn stored_version(api: &Api, id: u64) -> Option<u64> {
-    let mut c = api.redis().await;
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(api.keys.purchase(id))
-        .arg("v")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    v.and_then(|v| v.parse().ok())
-}
-
 async fn read_path_works(api: &Api) {
     let u = user(&api.admin).await;
     let t = token(u);
@@ -39,7 +28,7 @@ async fn read_path_works(api: &Api) {
     // joins the purchase and its package (two slots).
     let first = api.get(&path, Some(&t)).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
-    assert_eq!(stored_version(api, id).await, Some(1));
+    assert_eq!(api.stored_version(id).await, Some(1));
     let hits = api.metrics.cache.hit.get();
     let second = api.get(&path, Some(&t)).await;
     assert_eq!(second.json(), first.json());
@@ -59,7 +48,7 @@ async fn read_path_works(api: &Api) {
     assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
     let r = api.get(&format!("{path}?min_version=2"), Some(&t)).await;
     assert_eq!(r.json()["status"], "paid");
-    assert_eq!(stored_version(api, id).await, Some(2));
+    assert_eq!(api.stored_version(id).await, Some(2));
 
     // A user's list, from MySQL and then from the complete model.
     let list = format!("/v1/users/{u}/purchases");
@@ -125,7 +114,7 @@ async fn the_read_path_works_through_a_sentinel_and_finds_the_primary_again() {
     .unwrap();
     wait_for("filled again", Duration::from_secs(20), || async {
         let r = api.get(&path, Some(&t)).await;
-        (r.status == StatusCode::OK && stored_version(&api, id).await == Some(1)).then_some(())
+        (r.status == StatusCode::OK && api.stored_version(id).await == Some(1)).then_some(())
     })
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
@@ -97,6 +97,9 @@ pub enum ConnectError {
 pub enum RedisConn {
     /// Standalone or Sentinel primary.
     Single(MultiplexedConnection),
+    /// A Standalone server through a manager that reconnects by itself
+    /// (made lazily, so a service can start while Redis is down).
+    Managed(ConnectionManager),
     /// Cluster: requests are routed by key slot.
     Cluster(ClusterConnection),
 }
@@ -112,6 +115,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
+            Self::Managed(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -124,6 +128,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Managed(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -131,6 +136,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
+            Self::Managed(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
     }

@@ -188,6 +188,7 @@ mod tests {
 
 pub mod cdc;
 pub mod checker;
+pub mod keys;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;

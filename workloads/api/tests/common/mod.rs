@@ -318,6 +318,18 @@ impl Api {
             .unwrap()
     }
 
+    /// The version of purchase `id`'s document in Redis, if any.
+    pub async fn stored_version(&self, id: u64) -> Option<u64> {
+        let mut c = self.redis().await;
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.purchase(id))
+            .arg("v")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        v.and_then(|v| v.parse().ok())
+    }
+
     /// Marks the read model complete, as a live consumer would.
     pub async fn mark_model_complete(&self) {
         let mut c = self.redis().await;
