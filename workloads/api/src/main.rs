@@ -17,14 +17,12 @@ use paystream_api::metrics::ApiMetrics;
 use paystream_api::near::{self, NearCache};
 use paystream_api::reads::Reads;
 use paystream_api::store::Store;
-use paystream_runtime::readiness::Readiness;
-use paystream_runtime::{ops, shutdown, telemetry};
-use prometheus_client::registry::Registry;
+use paystream_runtime::shell::Shell;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.ops.log_format, &config.ops.log_filter)?;
+    let mut shell = Shell::start(&config.ops)?;
     config.validate().map_err(anyhow::Error::msg)?;
 
     let public_key_pem = match &config.jwt_public_key_file {
@@ -41,12 +39,13 @@ async fn main() -> anyhow::Result<()> {
         admin_scope: config.admin_scope.clone(),
     })?;
 
-    let mut registry = Registry::with_prefix("paystream");
-    let metrics = ApiMetrics::register(&mut registry);
-    let registry = Arc::new(registry);
-    let readiness = Readiness::new();
-    let ready = readiness.register("reads");
-    let stop = shutdown::on_signal();
+    let metrics = ApiMetrics::register(&mut shell.registry);
+    let ready = shell.readiness.register("reads");
+    let ops = shell
+        .serve_ops()
+        .await
+        .context("starting the operations server")?;
+    let stop = ops.stop.clone();
 
     let redis = config.redis();
     let cache = Arc::new(Cache::new(&redis, metrics.clone()).context("redis configuration")?);
@@ -75,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         reads: Reads::new(cache, store.clone(), near, metrics.clone()),
         store,
         metrics,
-        registry: registry.clone(),
+        registry: ops.registry.clone(),
         limits: Limits {
             page_size: config.page_size,
             max_page_size: config.max_page_size,
@@ -88,9 +87,6 @@ async fn main() -> anyhow::Result<()> {
         mysql_up: AtomicBool::new(false),
     });
 
-    let (ops_addr, ops_task) = ops::serve(config.ops.ops_addr, registry, readiness, stop.clone())
-        .await
-        .context("starting the operations server")?;
     let health = tokio::spawn(app::health_loop(
         app.clone(),
         ready,
@@ -100,18 +96,16 @@ async fn main() -> anyhow::Result<()> {
     let listener = app::bind(config.listen_addr, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen_addr))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, %ops_addr, near_cache = config.near_cache_capacity > 0, "paystream api listening");
+    tracing::info!(%addr, ops_addr = %ops.addr, near_cache = config.near_cache_capacity > 0, "paystream api listening");
     let router = app::router(app, config.bench_routes);
     let server = tokio::spawn(app::serve(listener, router, stop.clone()));
 
-    stop.cancelled().await;
-    let grace = Duration::from_secs(config.ops.shutdown_grace_secs);
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.context("server task")?.context("serving")?,
-        Err(_) => anyhow::bail!("in-flight requests did not drain within {grace:?}"),
-    }
+    let served = ops.drain(server).await;
+    ops.close().await;
     let _ = health.await;
-    let _ = ops_task.await;
+    served
+        .context("in-flight requests did not drain")?
+        .context("serving")?;
     tracing::info!("paystream api stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod ops;
 pub mod readiness;
 pub mod redis_client;
+pub mod shell;
 pub mod shutdown;
 pub mod telemetry;
 
