@@ -118,7 +118,7 @@ pub struct Config {
     #[arg(long, env = "PAYSTREAM_BATCH_MAX_RECORDS", default_value_t = 5000)]
     pub batch_max_records: usize,
     /// Close a Kafka transaction after this many milliseconds.
-    #[arg(long, env = "PAYSTREAM_BATCH_LINGER_MS", default_value_t = 20)]
+    #[arg(long, env = "PAYSTREAM_BATCH_LINGER_MS", default_value_t = 5)]
     pub batch_linger_ms: u64,
     /// Split a source transaction into chunks of at most this many records.
     #[arg(long, env = "PAYSTREAM_MAX_CHUNK_RECORDS", default_value_t = 2000)]
