@@ -39,7 +39,7 @@ pub struct Config {
     #[arg(long, env = "PAYSTREAM_BATCH_MAX_RECORDS", default_value_t = 2000)]
     pub batch_max_records: usize,
     /// Apply a batch after waiting this long for more records.
-    #[arg(long, env = "PAYSTREAM_BATCH_LINGER_MS", default_value_t = 20)]
+    #[arg(long, env = "PAYSTREAM_BATCH_LINGER_MS", default_value_t = 5)]
     pub batch_linger_ms: u64,
     /// Writes per Redis pipeline.
     #[arg(long, env = "PAYSTREAM_PIPELINE_LEN", default_value_t = 500)]
