@@ -87,6 +87,49 @@ def redis_point(path):
     }
 
 
+SUMMED = ("ok", "non_2xx", "errors")
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def aggregate(points):
+    """One point from the repetitions of a measurement: the median of every
+    figure, with `<figure>_min` / `<figure>_max` for the spread; counts
+    (ok, non_2xx, errors) are summed; `repeats` says how many runs answered."""
+    pts = [p for p in points if p and "error" not in p]
+    if not pts:
+        failed = [p for p in points if p]
+        return failed[0] if failed else None
+    out = {"repeats": len(pts)}
+    keys = []
+    for p in pts:
+        keys += [k for k in p if k not in keys]
+    for k in keys:
+        vals = [p[k] for p in pts if isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)]
+        if k in SUMMED:
+            out[k] = sum(vals)
+        elif vals:
+            out[k] = median(vals)
+            out[f"{k}_min"] = min(vals)
+            out[f"{k}_max"] = max(vals)
+        elif k not in out:
+            out[k] = pts[0].get(k)
+    return out
+
+
+def spread(point, key, digits=2):
+    """`median (min–max)` of an aggregated point, or just the value."""
+    point = point or {}
+    m, lo, hi = point.get(key), point.get(f"{key}_min"), point.get(f"{key}_max")
+    if lo is None or hi is None or lo == hi:
+        return fmt(m, digits)
+    return f"{fmt(m, digits)} ({fmt(lo, digits)}–{fmt(hi, digits)})"
+
+
 def fmt(v, digits=2):
     if v is None:
         return "n/a"
@@ -101,8 +144,9 @@ def ratio(a, b):
     return a / b
 
 
-def report(raw, out, secs, size, conns):
+def report(raw, out, secs, size, conns, repeat="1"):
     levels = [int(c) for c in conns.split()]
+    reps = range(1, int(repeat) + 1)
     result = {
         "benchmark": "api",
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -111,18 +155,25 @@ def report(raw, out, secs, size, conns):
         "payload_bytes": int(size),
         "method": "req/s: closed-loop oha runs; percentiles: open-loop oha runs at the same offered "
         "rate for every HTTP target (-q, --latency-correction), the rate being a fraction of the "
-        "cached closed-loop throughput; redis-benchmark GET of the same payload is closed-loop",
+        "cached closed-loop throughput; redis-benchmark GET of the same payload is closed-loop; "
+        "every point is measured `repeats` times: figures are medians, `<figure>_min`/`_max` the spread",
+        "repeats": int(repeat),
         "levels": [],
     }
     for c in levels:
         rate = open(f"{raw}/rate-{c}").read().strip() if os.path.exists(f"{raw}/rate-{c}") else None
-        lvl = {"connections": c, "open_loop_rate": float(rate) if rate else None}
+        lvl = {"connections": c, "open_loop_rate": float(rate) if rate else None, "repeats": int(repeat)}
         for name in ("cached", "near", "ceiling", "mysql"):
+            closed = [oha_point(f"{raw}/{name}-{c}-r{r}.json") for r in reps]
+            opened = [oha_point(f"{raw}/{name}-{c}-r{r}-open.json") for r in reps]
             lvl[name] = {
-                "throughput": oha_point(f"{raw}/{name}-{c}.json"),
-                "open_loop": oha_point(f"{raw}/{name}-{c}-open.json"),
+                "throughput": aggregate(closed),
+                "open_loop": aggregate(opened),
+                "runs": {"throughput": closed, "open_loop": opened},
             }
-        lvl["redis_benchmark"] = redis_point(f"{raw}/redis-{c}.txt")
+        redis_runs = [redis_point(f"{raw}/redis-{c}-r{r}.txt") for r in reps]
+        lvl["redis_benchmark"] = aggregate(redis_runs)
+        lvl["redis_benchmark_runs"] = redis_runs
         rps = lambda n: (lvl[n]["throughput"] or {}).get("rps")  # noqa: E731
         p99 = lambda n: (lvl[n]["open_loop"] or {}).get("p99_ms")  # noqa: E731
         lvl["ratios"] = {
@@ -140,9 +191,11 @@ def report(raw, out, secs, size, conns):
         "",
         f"Cached reads of one purchase ({size}-byte JSON), with and without the near cache, vs. the HTTP ceiling (constant body of the "
         f"same size, same server), MySQL without cache (same server, same auth) and redis-benchmark "
-        f"GET of the same payload. {secs} s per point, {os.cpu_count()} CPUs, everything on one machine.",
+        f"GET of the same payload. {secs} s per point, {repeat} repetitions per point, {os.cpu_count()} CPUs, "
+        "everything on one machine.",
         "req/s from closed-loop runs; p50/p99/p99.9 (ms) from open-loop runs at the offered rate shown "
-        "(oha -q, --latency-correction); redis-benchmark is closed-loop.",
+        "(oha -q, --latency-correction); redis-benchmark is closed-loop. Each figure is the median over the "
+        "repetitions, with the spread (min–max) in brackets; errors are summed.",
         "",
         "| conns | target | req/s | errors | open-loop rate | p50 ms | p99 ms | p99.9 ms |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -159,13 +212,13 @@ def report(raw, out, secs, size, conns):
             o = lvl[name]["open_loop"] or {}
             errs = (t.get("errors") or 0) + (t.get("non_2xx") or 0) + (o.get("errors") or 0) + (o.get("non_2xx") or 0)
             lines.append(
-                f"| {c:,} | {label} | {fmt(t.get('rps'))} | {errs} | {fmt(lvl['open_loop_rate'])} | "
-                f"{fmt(o.get('p50_ms'))} | {fmt(o.get('p99_ms'))} | {fmt(o.get('p999_ms'))} |"
+                f"| {c:,} | {label} | {spread(t, 'rps')} | {errs} | {fmt(lvl['open_loop_rate'])} | "
+                f"{spread(o, 'p50_ms')} | {spread(o, 'p99_ms')} | {spread(o, 'p999_ms')} |"
             )
         r = lvl["redis_benchmark"] or {}
         lines.append(
-            f"| {c:,} | redis-benchmark GET | {fmt(r.get('rps'))} | {'' if 'error' not in r else r['error']} | closed | "
-            f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {fmt(r.get('p999_ms'))} |"
+            f"| {c:,} | redis-benchmark GET | {spread(r, 'rps')} | {'' if 'error' not in r else r['error']} | closed | "
+            f"{spread(r, 'p50_ms')} | {spread(r, 'p99_ms')} | {spread(r, 'p999_ms')} |"
         )
     lines += ["", "| conns | cached/ceiling req/s | cached/MySQL req/s | cached/redis-benchmark req/s | MySQL/cached p99 | cached/ceiling p99 | near/cached req/s |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -197,7 +250,7 @@ def main():
         rps = (d.get("summary") or {}).get("requestsPerSec") or 10000
         print(max(10000, int(rps * 3)))
     elif cmd == "report":
-        report(*sys.argv[2:7])
+        report(*sys.argv[2:8])
     else:
         sys.exit(f"unknown command {cmd}")
 

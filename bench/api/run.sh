@@ -14,7 +14,9 @@
 # Knobs: BENCH_API_SECS (seconds per point, default 4), BENCH_API_CONNS
 # (default "100 1000 10000"), BENCH_API_RATE_FRACTION (open-loop rate as a
 # fraction of the cached closed-loop throughput at that connection count,
-# default 0.5).
+# default 0.5), BENCH_API_REPEAT (measurements of every point, default 2: the
+# report gives the median and the spread; the open-loop rate is fixed from the
+# first repetition so every repetition offers the same load).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source stack/lib.sh
@@ -24,6 +26,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PAYSTREAM_CACHE/target}"
 SECS="${BENCH_API_SECS:-4}"
 CONNS="${BENCH_API_CONNS:-100 1000 10000}"
 FRACTION="${BENCH_API_RATE_FRACTION:-0.5}"
+REPEAT="${BENCH_API_REPEAT:-2}"
 MYSQL_ADMIN_PASSWORD="${PAYSTREAM_MYSQL_ADMIN_PASSWORD:-paystream-admin}"
 MYSQL_APP_PASSWORD="${PAYSTREAM_MYSQL_APP_PASSWORD:-paystream-app}"
 SECRET="bench-api-secret-0123456789abcdef-0123"
@@ -124,37 +127,40 @@ CONST="$API/bench/constant"
 RAW="$WORK/raw"
 rm -rf "$RAW"; mkdir -p "$RAW"
 
-oha_run() { # name conns url [rate]
-  local name=$1 c=$2 url=$3 rate=${4:-}
+oha_run() { # name conns repetition url [rate]
+  local name=$1 c=$2 r=$3 url=$4 rate=${5:-}
   local args=(-z "${SECS}s" -c "$c" --no-tui --output-format json -H "Authorization: Bearer $TOKEN")
   if [ -n "$rate" ]; then args+=(-q "$rate" --latency-correction); fi
-  "$OHA" "${args[@]}" "$url" >"$RAW/$name-$c${rate:+-open}.json" 2>"$RAW/$name-$c.err" || true
+  "$OHA" "${args[@]}" "$url" >"$RAW/$name-$c-r$r${rate:+-open}.json" 2>"$RAW/$name-$c-r$r.err" || true
   # Let the previous run's connections close before the next one starts.
   sleep 1
 }
 
 for c in $CONNS; do
-  echo "bench-api: $c connections"
-  oha_run cached "$c" "$CACHED"
-  rate=$(python3 "$HELPER" rate "$RAW/cached-$c.json" "$FRACTION")
-  echo "  open-loop rate $rate req/s"
-  oha_run cached "$c" "$CACHED" "$rate"
-  oha_run near "$c" "$NEARED"
-  oha_run near "$c" "$NEARED" "$rate"
-  oha_run ceiling "$c" "$CONST"
-  oha_run near "$c" "$NEARED"
-  oha_run near "$c" "$NEARED" "$rate"
-  oha_run ceiling "$c" "$CONST" "$rate"
-  oha_run mysql "$c" "$MYSQL"
-  oha_run mysql "$c" "$MYSQL" "$rate"
-  n=$(python3 "$HELPER" requests "$RAW/cached-$c.json")
-  redis-benchmark -h 127.0.0.1 -p "$PAYSTREAM_REDIS_PORT" -a "$PAYSTREAM_REDIS_PASSWORD" \
-    -c "$c" -n "$n" --threads 2 GET "$PREFIX:redis-benchmark:hot" >"$RAW/redis-$c.txt" 2>&1 || true
-  echo "$rate" >"$RAW/rate-$c"
+  rate=""
+  for r in $(seq 1 "$REPEAT"); do
+    echo "bench-api: $c connections, repetition $r of $REPEAT"
+    oha_run cached "$c" "$r" "$CACHED"
+    if [ -z "$rate" ]; then
+      rate=$(python3 "$HELPER" rate "$RAW/cached-$c-r1.json" "$FRACTION")
+      echo "  open-loop rate $rate req/s"
+      echo "$rate" >"$RAW/rate-$c"
+    fi
+    oha_run cached "$c" "$r" "$CACHED" "$rate"
+    oha_run near "$c" "$r" "$NEARED"
+    oha_run near "$c" "$r" "$NEARED" "$rate"
+    oha_run ceiling "$c" "$r" "$CONST"
+    oha_run ceiling "$c" "$r" "$CONST" "$rate"
+    oha_run mysql "$c" "$r" "$MYSQL"
+    oha_run mysql "$c" "$r" "$MYSQL" "$rate"
+    n=$(python3 "$HELPER" requests "$RAW/cached-$c-r1.json")
+    redis-benchmark -h 127.0.0.1 -p "$PAYSTREAM_REDIS_PORT" -a "$PAYSTREAM_REDIS_PASSWORD" \
+      -c "$c" -n "$n" --threads 2 GET "$PREFIX:redis-benchmark:hot" >"$RAW/redis-$c-r$r.txt" 2>&1 || true
+  done
 done
 
 stop_apis
-python3 "$HELPER" report "$RAW" "bench/results/api-$stamp" "$SECS" "$SIZE" "$CONNS"
+python3 "$HELPER" report "$RAW" "bench/results/api-$stamp" "$SECS" "$SIZE" "$CONNS" "$REPEAT"
 # Leave no benchmark keys behind (the rows stay: they belong to our own user).
 redis-cli -h 127.0.0.1 -p "$PAYSTREAM_REDIS_PORT" -a "$PAYSTREAM_REDIS_PASSWORD" --no-auth-warning \
   --scan --pattern "$PREFIX:*" | while read -r k; do

@@ -1,10 +1,20 @@
 //! `paystream-bench`: benchmarks against the real local stack. A benchmark,
 //! not a test: it measures and reports, it does not pass or fail.
 //!
-//! `cdc` measures the producer: rows per second draining a backlog, the
-//! commit-to-visible-in-Kafka latency at a fixed rate, and peak memory.
+//! `cdc` measures the producer against Debezium, with `mariadb-binlog` as the
+//! ceiling: rows per second draining a backlog, the commit-to-visible-in-Kafka
+//! latency at a fixed rate, and peak memory.
+//!
+//! `freshness` measures commit-to-visible-through-the-API latency of the
+//! whole pipeline (producer, consumer, API) at sustained write rates.
+//!
+//! `operator` measures the operator with 100 and 1,000 PaymentPipelines on
+//! the local control plane: time to Ready, RSS, CPU, idle API requests.
 
 mod cdc;
+mod freshness;
+mod mysql;
+mod operator;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -19,13 +29,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum What {
-    /// CDC producer: backlog drain rate, latency at a fixed rate, peak RSS.
+    /// CDC: paystream vs Debezium vs mariadb-binlog: drain rate, latency at a fixed rate, peak RSS.
     Cdc(cdc::Args),
+    /// Commit-to-visible-through-the-API latency at sustained write rates.
+    Freshness(freshness::Args),
+    /// Operator at scale: time to Ready, RSS, CPU, idle API requests.
+    Operator(operator::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().what {
         What::Cdc(args) => cdc::run(args).await,
+        What::Freshness(args) => freshness::run(args).await,
+        What::Operator(args) => operator::run(args).await,
     }
 }

@@ -19,6 +19,15 @@ pub struct Config {
     /// Timeout of each Kafka request, seconds.
     #[arg(long, env = "PAYSTREAM_KAFKA_TIMEOUT_SECS", default_value_t = 10)]
     pub kafka_timeout_secs: u64,
+    /// Most reconciles running at once. Each holds Kafka clients and sends
+    /// apiserver requests: unbounded, a thousand pipelines meant 2,000
+    /// threads and 1 GiB; at 16, about 100 threads and 100 MiB.
+    #[arg(
+        long,
+        env = "PAYSTREAM_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 16
+    )]
+    pub max_concurrent_reconciles: u16,
     /// Image tag of the workloads' default images.
     #[arg(long, env = "PAYSTREAM_IMAGE_TAG", default_value = env!("CARGO_PKG_VERSION"))]
     pub image_tag: String,

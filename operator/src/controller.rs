@@ -78,6 +78,10 @@ pub struct Settings {
     pub kafka_timeout: Duration,
     /// Tag of the default images.
     pub image_tag: String,
+    /// Most reconciles running at once (each holds Kafka clients and
+    /// apiserver requests; unbounded, a thousand pipelines exhaust the
+    /// machine).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// What every reconcile shares.
@@ -632,7 +636,9 @@ pub async fn run(
         }
     };
     let (deployments, config_maps, hpas) = scoped(client);
+    let concurrency = ctx.settings.max_concurrent_reconciles.max(1);
     Controller::for_stream(trigger, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(deployments, owned.clone())
         .owns(config_maps, owned.clone())
         .owns(hpas, owned)

@@ -7,9 +7,11 @@
 //! Kubernetes objects), [`topics::plan`] (what to do to Kafka), [`status`]
 //! (conditions and phase) and [`leader::decide`]. The I/O modules only move
 //! data: [`reconcile::apply`] (server-side apply), [`topics`] and [`observe`]
-//! (Kafka), [`leader`] (the Lease). [`controller`] wires them into a kube-rs
+//! (Kafka), [`leader`] (the Lease), [`apiclient`] (the Kubernetes client,
+//! every request counted). [`controller`] wires them into a kube-rs
 //! controller.
 
+pub mod apiclient;
 pub mod config;
 pub mod controller;
 pub mod crd;

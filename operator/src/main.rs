@@ -10,32 +10,26 @@ use paystream_operator::config::Config;
 use paystream_operator::controller::{self, Context, Settings};
 use paystream_operator::leader::Elector;
 use paystream_operator::metrics::Metrics;
-use paystream_runtime::readiness::Readiness;
-use paystream_runtime::{ops, shutdown, telemetry};
-use prometheus_client::registry::Registry;
+use paystream_runtime::shell::Shell;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.ops.log_format, &config.ops.log_filter)?;
-    let mut registry = Registry::with_prefix("paystream");
-    let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::new();
-    let leading = readiness.register("controller");
-    let stop = shutdown::on_signal();
-    let (addr, ops_task) = ops::serve(
-        config.ops.ops_addr,
-        Arc::new(registry),
-        readiness,
-        stop.clone(),
-    )
-    .await
-    .context("starting the operations server")?;
-    let client = kube::Client::try_default()
+    let mut shell = Shell::start(&config.ops)?;
+    let metrics = Metrics::register(&mut shell.registry);
+    let leading = shell.readiness.register("controller");
+    let ops = shell
+        .serve_ops()
+        .await
+        .context("starting the operations server")?;
+    let stop = ops.stop.clone();
+    let kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = paystream_operator::apiclient::counted_client(kube_config, &metrics)
+        .context("building the Kubernetes client")?;
     let identity = config.identity();
-    tracing::info!(%addr, %identity, "paystream operator starting");
+    tracing::info!(addr = %ops.addr, %identity, "paystream operator starting");
 
     let elector = Elector::new(
         client.clone(),
@@ -46,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
     );
     if config.leader_election && !elector.acquire(&stop).await {
-        let _ = ops_task.await;
+        ops.close().await;
         return Ok(());
     }
     leading.set(true);
@@ -58,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             status_interval: config.status_interval(),
             kafka_timeout: config.kafka_timeout(),
             image_tag: config.image_tag.clone(),
+            max_concurrent_reconciles: config.max_concurrent_reconciles,
         },
         identity,
     ));
@@ -73,8 +68,7 @@ async fn main() -> anyhow::Result<()> {
         _ = async { if config.leader_election { elector.hold(&stop).await } else { stop.cancelled().await } } => !stop.is_cancelled(),
     };
     controller_stop.cancel();
-    stop.cancel();
-    let _ = ops_task.await;
+    ops.close().await;
     if lost {
         anyhow::bail!("lost leadership; exiting so a standby can lead");
     }

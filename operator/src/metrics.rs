@@ -2,7 +2,9 @@
 //! reconciles, their failures and duration, Kafka topic changes, whether this
 //! process leads (`paystream_operator_leader`), and every write the operator
 //! makes to the apiserver, by kind and verb (the idle check reads
-//! `paystream_operator_api_writes_total`).
+//! `paystream_operator_api_writes_total`), and every request it sends, reads
+//! included, by verb and resource (`paystream_operator_api_requests_total`,
+//! counted by the client itself: see [`crate::apiclient`]).
 
 use std::time::Duration;
 
@@ -22,6 +24,15 @@ pub struct WriteLabels {
     pub verb: String,
 }
 
+/// Labels of an API request (read or write).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// Resource, with its subresource (`paymentpipelines/status`).
+    pub resource: String,
+}
+
 /// Labels of a reconcile outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -36,6 +47,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     writes: Family<WriteLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     topic_changes: Counter,
     leader: Gauge,
 }
@@ -48,6 +60,7 @@ impl Metrics {
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             writes: Family::default(),
+            requests: Family::default(),
             topic_changes: Counter::default(),
             leader: Gauge::default(),
         };
@@ -67,6 +80,11 @@ impl Metrics {
             "api_writes",
             "Writes to the Kubernetes API, by kind and verb",
             m.writes.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API, reads and writes, by verb and resource",
+            m.requests.clone(),
         );
         r.register(
             "topic_changes",
@@ -107,6 +125,16 @@ impl Metrics {
             .get_or_create(&WriteLabels {
                 kind: kind.into(),
                 verb: verb.into(),
+            })
+            .inc();
+    }
+
+    /// One request sent to the apiserver.
+    pub fn api_request(&self, verb: &str, resource: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
             })
             .inc();
     }

@@ -1,0 +1,192 @@
+"""Tests of report.py's pure functions: `python3 -m unittest discover -s bench/report`
+(no matplotlib needed)."""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import report  # noqa: E402
+
+API = {
+    "benchmark": "api",
+    "payload_bytes": 355,
+    "seconds_per_point": 4,
+    "levels": [
+        {
+            "connections": 1000,
+            "open_loop_rate": 5000.0,
+            "repeats": 2,
+            "cached": {"throughput": {"rps": 20000.0, "rps_min": 18000.0, "rps_max": 22000.0},
+                       "open_loop": {"p50_ms": 1.0, "p99_ms": 10.0, "errors": 1}},
+            "near": {"throughput": {"rps": 30000.0}, "open_loop": {"p50_ms": 0.5, "p99_ms": 5.0}},
+            "ceiling": {"throughput": {"rps": 40000.0}, "open_loop": {"p50_ms": 0.4, "p99_ms": 4.0}},
+            "mysql": {"throughput": {"rps": 5000.0}, "open_loop": {"p50_ms": 100.0, "p99_ms": 500.0}},
+            "redis_benchmark": {"rps": 60000.0, "p50_ms": 0.6, "p99_ms": 3.0},
+        },
+        {"connections": 100, "open_loop_rate": 8000.0, "cached": {}, "near": None},
+        "not a level",
+    ],
+}
+CDC_OLD = {"benchmark": "cdc", "backlog": {"rows_per_second": 34000.0},
+           "latency": {"p50_ms": 170.0, "p99_ms": 260.0, "target_rate": 1000}, "peak_rss_kib": 80000}
+CDC_NEW = {
+    "benchmark": "cdc",
+    "engines": {
+        "paystream": {"median": {"rows_per_second": 40000.0, "p50_ms": 170.0, "p99_ms": 230.0, "peak_rss_kib": 98000.0},
+                      "runs": [{"backlog": {"rows_per_second": 39000.0}, "latency": {"p50_ms": 160.0}},
+                               {"backlog": {"rows_per_second": 41000.0}, "latency": {"p50_ms": 180.0}}]},
+        "debezium": {"median": {"rows_per_second": 27000.0, "p50_ms": 12.0, "p99_ms": 50.0, "peak_rss_kib": 2000000.0}},
+        "broken": {"error": "not installed"},
+    },
+    "ceiling": {"median": {"raw_rows_per_second": 3000000.0, "decoded_rows_per_second": 700000.0}},
+}
+FRESH = {
+    "benchmark": "freshness",
+    "config": {"seconds": 30, "repeat": 2, "poll_ms": 20, "samples_per_sec": 200, "insert_percent": 10},
+    "rates": [
+        {"rate": 5000, "achieved_rate": {"median": 4000.0, "min": 3900.0, "max": 4100.0},
+         "p50_ms": {"median": 600.0, "min": 500.0, "max": 700.0}, "p99_ms": {"median": 2000.0},
+         "samples": 2400, "missing": 0},
+        {"rate": 1000, "achieved_rate": {"median": 1000.0}, "p50_ms": {"median": 200.0}, "p99_ms": {"median": 260.0},
+         "stages_p50_ms": {"commit_to_event_built": {"median": 12.0}, "event_built_to_kafka": {"median": 125.0},
+                           "kafka_to_redis": {"median": 25.0}, "redis_to_api": {"median": 4.0}},
+         "producer_mean_commit_ms": {"median": 103.0}},
+    ],
+}
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+OPERATOR = {"benchmark": "operator", "results": [
+    {"pipelines": 1000, "time_to_all_ready_s": 600.0, "operator": {"peak_rss_mib_vmhwm": 200.0}},
+    {"pipelines": 100, "time_to_all_ready_s": 60.0, "per_pipeline_time_to_ready_s": {"p99": 55.0},
+     "idle": {"operator_requests": {"per_minute": {"reads": 7000.0, "writes": 12.0}}}},
+]}
+
+
+class PureHelpers(unittest.TestCase):
+    def test_dig(self):
+        d = {"a": {"b": [{"c": 1}, {"c": None}]}, "x": 0}
+        self.assertEqual(report.dig(d, "a.b.0.c"), 1)
+        self.assertEqual(report.dig(d, "a.b.1.c", "a.b.0.c"), 1)
+        self.assertEqual(report.dig(d, "a.b.-1.c", default="d"), "d")
+        self.assertEqual(report.dig(d, "a.z", "nope.deeper", default=7), 7)
+        self.assertEqual(report.dig(d, "x"), 0)
+        self.assertIsNone(report.dig(d, "a.b.9"))
+
+    def test_numbers(self):
+        self.assertEqual(report.num("2.5"), 2.5)
+        self.assertIsNone(report.num(float("nan")))
+        self.assertIsNone(report.num(True))
+        self.assertIsNone(report.num("x"))
+        self.assertEqual(report.median_spread([3, None, 1, 2]), (2, 1, 3))
+        self.assertEqual(report.median_spread([4.0, 1.0]), (2.5, 1.0, 4.0))
+        self.assertEqual(report.median_spread([None]), (None, None, None))
+        self.assertEqual(report.ratio(10, 4), 2.5)
+        self.assertIsNone(report.ratio(1, 0))
+        self.assertIsNone(report.ratio(None, 1))
+
+    def test_formatting(self):
+        self.assertEqual(report.fmt(12345.6), "12,346")
+        self.assertEqual(report.fmt(1.234, 2), "1.23")
+        self.assertEqual(report.fmt(None), "n/a")
+        self.assertEqual(report.fmt_spread(2.0, 1.0, 3.0), "2.0 (1.0–3.0)")
+        self.assertEqual(report.fmt_spread(2.0, 2.0, 2.0), "2.0")
+        self.assertEqual(report.fmt_spread(2.0, None, None), "2.0")
+        self.assertEqual(report.fmt_ratio(0.5), "0.50×")
+
+    def test_newest_honours_since(self):
+        with tempfile.TemporaryDirectory() as d:
+            old, new = os.path.join(d, "cdc-a.json"), os.path.join(d, "cdc-b.json")
+            for f in (old, new):
+                write(f, "{}")
+            os.utime(old, (1000, 1000))
+            os.utime(new, (2000, 2000))
+            self.assertEqual(report.newest(d, "cdc", 1500), (new, new))
+            self.assertEqual(report.newest(d, "cdc", 3000), (None, new))
+            self.assertEqual(report.newest(d, "api", 0), (None, None))
+
+
+class Parts(unittest.TestCase):
+    def test_api_levels(self):
+        lv = report.api_levels(API)
+        self.assertEqual([l["connections"] for l in lv], [100, 1000])
+        c = lv[1]["targets"]["cached"]
+        self.assertEqual(c["rps"], (20000.0, 18000.0, 22000.0))
+        self.assertEqual(c["p99"], (10.0, None, None))
+        self.assertEqual(c["errors"], 1)
+        self.assertEqual(lv[0]["targets"]["near"]["rps"], (None, None, None))
+        self.assertEqual(report.api_levels({}), [])
+
+    def test_cdc_both_layouts(self):
+        old = report.cdc_engines(CDC_OLD)
+        self.assertEqual(old["paystream"]["rows_per_second"][0], 34000.0)
+        self.assertEqual(old["paystream"]["p50_ms"][0], 170.0)
+        new = report.cdc_engines(CDC_NEW)
+        self.assertEqual(new["paystream"]["rows_per_second"], (40000.0, 39000.0, 41000.0))
+        self.assertEqual(new["debezium"]["p99_ms"][0], 50.0)
+        self.assertIn("error", new["broken"])
+        self.assertEqual(report.cdc_ceiling(CDC_NEW)["raw"], 3000000.0)
+        self.assertIsNone(report.cdc_ceiling(CDC_OLD)["raw"])
+
+    def test_freshness_and_operator(self):
+        fr = report.freshness_rates(FRESH)
+        self.assertEqual([r["rate"] for r in fr], [1000, 5000])
+        self.assertEqual(fr[1]["p50"], (600.0, 500.0, 700.0))
+        self.assertEqual(fr[0]["stages"]["event_built_to_kafka"][0], 125.0)
+        op = report.operator_results(OPERATOR)
+        self.assertEqual([r["pipelines"] for r in op], [100, 1000])
+        self.assertEqual(op[0]["idle_reads_per_min"], 7000.0)
+        self.assertEqual(op[1]["peak_rss_mib"], 200.0)
+
+    def test_ratios_and_behind(self):
+        parts = {"api": API, "cdc": CDC_NEW, "freshness": FRESH, "operator": OPERATOR}
+        r = report.key_ratios(parts)
+        self.assertAlmostEqual(r["api_1000_cached_over_ceiling_rps"], 0.5)
+        self.assertAlmostEqual(r["cdc_paystream_over_debezium_rows_per_second"], 40000 / 27000)
+        self.assertAlmostEqual(r["freshness_p99_highest_over_lowest_rate"], 2000 / 260)
+        self.assertAlmostEqual(r["operator_ready_time_largest_over_smallest"], 10.0)
+        b = " ".join(report.behind(parts))
+        self.assertIn("redis-benchmark", b)
+        self.assertIn("Debezium's 12.0 ms", b)
+        self.assertIn("producer's transaction", b)
+        self.assertIn("reached only 4,000", b)
+        stuck = {"results": [{"pipelines": 1000, "all_ready": False, "ready": 6, "time_to_all_ready_s": None, "ramp_s": 336.9}]}
+        self.assertIn("only 6 Ready when the benchmark stopped waiting at 336.9 s", " ".join(report.behind({"operator": stuck})))
+        self.assertEqual(report.key_ratios({}), {})
+        self.assertEqual(report.behind({}), [])
+
+
+class Build(unittest.TestCase):
+    def test_missing_parts_are_reported_not_fatal(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(os.path.join(d, "freshness-x.json"), json.dumps(FRESH))
+            write(os.path.join(d, "cdc-broken.json"), "{not json")
+            write(os.path.join(d, "api-old.json"), json.dumps(API))
+            os.utime(os.path.join(d, "api-old.json"), (1000, 1000))
+            j, m = report.build(d, time.time() - 60, "T", plots_enabled=False)
+            out = json.loads(read(j))
+            md = read(m)
+            self.assertIn("freshness", out["parts"])
+            self.assertIn("could not be read", out["missing"]["cdc"])
+            self.assertIn("api-old.json", out["missing"]["api"])
+            self.assertIn("operator", out["missing"])
+            self.assertIn("## Freshness", md)
+            self.assertIn("LEAD", md)
+            self.assertIn("make bench-operator", md)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,1819 @@
+//! The operator at scale: for each count (100, then 1,000) it starts the
+//! release operator as a child process against the local control plane
+//! (leader election on, its Lease in the run's namespace, as the e2e suite
+//! runs it), applies that many PaymentPipelines (one table, one partition, the
+//! shared `payments` database, fixed replicas of one, `deleteTopicsOnDelete`)
+//! and watches the pipelines, their Deployments and pods to time every step
+//! from the first apply to the last `Ready=True`: the operator's children, the
+//! controller manager's ReplicaSets and pods, the scheduler's bindings, KWOK's
+//! Running pods, Available Deployments, and the operator's Ready status. It
+//! samples the operator's RSS and CPU from `/proc` throughout, then, once all
+//! are Ready and a settle period has passed, counts over an idle window the
+//! requests the operator sent (its own `paystream_operator_api_requests_total`
+//! and `_api_writes_total`) next to the apiserver's `apiserver_request_total`
+//! for the same resources (all clients). Ready needs no producer: it is "no
+//! problem, every Deployment has its replicas available", which KWOK's fake
+//! pods satisfy; the binlog position stays empty. Afterwards it deletes the
+//! pipelines (the operator deletes their topics), sweeps any topic left
+//! under the run's prefix, deletes the namespace and the extra fake nodes it
+//! added (the three default KWOK nodes hold 330 pods; a pipeline has three).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Config};
+use paystream_testkit::{Stack, repo_root};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::{Value, json};
+
+use crate::report::{percentile, write};
+
+/// Operator benchmark parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// PaymentPipeline counts, run one after the other.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000])]
+    counts: Vec<usize>,
+    /// Seconds of the idle window (after all are Ready and the settle period).
+    #[arg(long, default_value_t = 30)]
+    idle_secs: u64,
+    /// Seconds to wait after the last Ready before the idle window opens.
+    #[arg(long, default_value_t = 10)]
+    settle_secs: u64,
+    /// Give up waiting for Ready after this many seconds (per count).
+    #[arg(long, default_value_t = 300)]
+    ready_timeout_secs: u64,
+    /// Give up waiting for the operator to delete the pipelines after this
+    /// many seconds (then their finalizers are dropped and the topics swept).
+    #[arg(long, default_value_t = 90)]
+    delete_timeout_secs: u64,
+    /// The operator's `--status-interval-secs` (its default is 15).
+    #[arg(long, default_value_t = 15)]
+    status_interval_secs: u64,
+    /// PaymentPipeline applies in flight at once.
+    #[arg(long, default_value_t = 16)]
+    apply_concurrency: usize,
+    /// Pod capacity of each extra fake node the benchmark adds.
+    #[arg(long, default_value_t = 500)]
+    pods_per_node: usize,
+    /// The operator binary (release build).
+    #[arg(long, default_value_t = default_operator())]
+    operator: String,
+}
+
+fn default_operator() -> String {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/paystream/target",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    format!("{target}/release/paystream-operator")
+}
+
+/// The labels on everything the benchmark creates.
+const BENCH_LABEL: &str = "paystream.dev/bench";
+/// Field manager of the benchmark's applies.
+const MANAGER: &str = "paystream-bench";
+/// Pods per pipeline: producer, consumer and API, one replica each.
+const PODS_PER_PIPELINE: usize = 3;
+/// Topics per pipeline: one change topic (one table) and the checkpoints.
+const TOPICS_PER_PIPELINE: usize = 2;
+/// The resources the operator reads or writes.
+const OPERATOR_RESOURCES: &[&str] = &[
+    "paymentpipelines",
+    "paymentpipelines/status",
+    "secrets",
+    "deployments",
+    "configmaps",
+    "services",
+    "serviceaccounts",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+    "events",
+    "leases",
+];
+
+// ---------------------------------------------------------------- pure helpers
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromSample {
+    /// Metric name.
+    pub name: String,
+    /// Labels, in the order written.
+    pub labels: Vec<(String, String)>,
+    /// Value.
+    pub value: f64,
+}
+
+impl PromSample {
+    fn label(&self, key: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Parses the samples of a Prometheus text exposition (comments and
+/// malformed lines skipped; escaped quotes in label values understood). Pure.
+pub fn parse_prometheus(body: &str) -> Vec<PromSample> {
+    body.lines().filter_map(parse_sample).collect()
+}
+
+fn parse_sample(line: &str) -> Option<PromSample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices().peekable();
+        let end = loop {
+            while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
+            let (start, c) = chars.next()?;
+            if c == '}' {
+                break start + 1;
+            }
+            let mut key = String::from(c);
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
+                }
+            }
+            labels.push((key.trim().to_string(), value));
+        };
+        rest = &inner[end..];
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(PromSample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`
+/// (fields 14 and 15; the command name in field 2 may hold spaces and
+/// parentheses, so fields are counted after its last `)`). Pure.
+pub fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` (or plain number) field of `/proc/<pid>/status`, e.g. `VmHWM`. Pure.
+pub fn proc_status_field(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// Requests the operator counted itself, from its `/metrics`:
+/// `(verb, resource) -> count`. Pure.
+fn operator_requests(samples: &[PromSample]) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "paystream_operator_api_requests_total")
+    {
+        *out.entry((s.label("verb").to_string(), s.label("resource").to_string()))
+            .or_insert(0.0) += s.value;
+    }
+    out
+}
+
+/// The apiserver's `apiserver_request_total` by `(verb, resource)`, with
+/// the operator counter's verb names (`APPLY`, server-side apply, and `PATCH`
+/// are `patch`, `PUT` is `update`, `POST` is `create`, the rest lower-cased)
+/// and the subresource joined to the resource. Pure.
+fn apiserver_requests(samples: &[PromSample]) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "apiserver_request_total")
+    {
+        let verb = match s.label("verb") {
+            "APPLY" | "PATCH" => "patch".to_string(),
+            "PUT" => "update".to_string(),
+            "POST" => "create".to_string(),
+            v => v.to_ascii_lowercase(),
+        };
+        let resource = match s.label("subresource") {
+            "" => s.label("resource").to_string(),
+            sub => format!("{}/{sub}", s.label("resource")),
+        };
+        *out.entry((verb, resource)).or_insert(0.0) += s.value;
+    }
+    out
+}
+
+/// `after - before` per key (keys only in `after` count from zero). Pure.
+fn diff(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+) -> BTreeMap<(String, String), f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// Whether a Kubernetes verb reads.
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// Sums of a `(verb, resource)` map by verb. Pure.
+fn by_verb(m: &BTreeMap<(String, String), f64>) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for ((verb, _), v) in m {
+        *out.entry(verb.clone()).or_insert(0.0) += v;
+    }
+    out
+}
+
+/// The value of a metric without labels (or summed over them). Pure.
+fn metric_total(samples: &[PromSample], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Reconciles and their mean duration (seconds) between two scrapes of the
+/// operator's metrics. Pure.
+fn reconcile_stats(before: &[PromSample], after: &[PromSample]) -> (f64, Option<f64>) {
+    let d = |name: &str| metric_total(after, name) - metric_total(before, name);
+    let n = d("paystream_operator_reconcile_duration_seconds_count");
+    let sum = d("paystream_operator_reconcile_duration_seconds_sum");
+    (n, (n > 0.0).then(|| sum / n))
+}
+
+/// The value of `--flag` in a command line (`--flag=v` or `--flag v`). Pure.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix(&prefix)
+            .map(str::to_string)
+            .or_else(|| (a == flag).then(|| args.get(i + 1).cloned())?)
+    })
+}
+
+/// The 1-minute load average (`/proc/loadavg`), to show how busy the
+/// machine was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+// ---------------------------------------------------------------- the operator process
+
+/// Resource usage of one process, sampled from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    cpu_ticks: u64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+}
+
+fn read_proc(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(ProcSample {
+        cpu_ticks: proc_stat_cpu_ticks(&stat)?,
+        rss_kib: proc_status_field(&status, "VmRSS")?,
+        hwm_kib: proc_status_field(&status, "VmHWM")?,
+        threads: proc_status_field(&status, "Threads").unwrap_or(0),
+    })
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when unknown).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Samples a process every 500 ms until dropped.
+struct Sampler {
+    samples: Arc<Mutex<Vec<(Instant, ProcSample)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (samples.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(p) = read_proc(pid) {
+                    s.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((Instant::now(), p));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Self { samples, stop }
+    }
+
+    /// Samples taken between `from` and `to`.
+    fn between(&self, from: Instant, to: Instant) -> Vec<ProcSample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, p)| *p)
+            .collect()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The operator as a child process, killed when dropped.
+struct OperatorProcess {
+    child: std::process::Child,
+    ops_port: u16,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn start(
+        binary: &str,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        status_interval_secs: u64,
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        let ops_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = repo_root().join(format!("var/test-logs/bench-operator-{label}.log"));
+        std::fs::create_dir_all(log.parent().context("log dir")?)?;
+        let out = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(binary)
+            .args([
+                "--namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+                "--status-interval-secs",
+                &status_interval_secs.to_string(),
+                "--ops-addr",
+                &format!("127.0.0.1:{ops_port}"),
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("PAYSTREAM_LOG", "info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| {
+                format!("starting {binary} (run `make bench-operator`, which builds it)")
+            })?;
+        Ok(Self {
+            child,
+            ops_port,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.ops_port)).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    }
+
+    async fn metrics(&self) -> anyhow::Result<Vec<PromSample>> {
+        let (code, body) = self.get("/metrics").await?;
+        if code != 200 {
+            bail!("operator /metrics answered {code}");
+        }
+        Ok(parse_prometheus(&body))
+    }
+
+    async fn wait_leading(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if !self.running() {
+                bail!("the operator exited; see {}", self.log.display());
+            }
+            if matches!(self.get("/readyz").await, Ok((200, _))) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "the operator is not ready after {timeout:?}; see {}",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- watching the cluster
+
+/// When the benchmark first saw each object reach each step.
+#[derive(Default)]
+struct Seen {
+    /// Pipeline name -> (first Ready=True, Ready now, exists).
+    pipelines: HashMap<String, (Option<Instant>, bool, bool)>,
+    /// Deployment name -> (first seen, first Available).
+    deployments: HashMap<String, (Instant, Option<Instant>)>,
+    /// Pod name -> (first seen, first bound, first Running).
+    pods: HashMap<String, (Instant, Option<Instant>, Option<Instant>)>,
+    /// Watchers that finished their initial list.
+    initialised: usize,
+    /// When the Kafka poll first counted all the run's topics.
+    topics_complete: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn pipeline_ready(o: &DynamicObject) -> bool {
+    o.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn deployment_available(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .is_some_and(|a| a >= want)
+}
+
+/// Runs a watcher on `api`, feeding each object to `on_object` and
+/// deletions to `on_delete`, until the task is aborted.
+fn spawn_watch<K, F, D>(
+    api: Api<K>,
+    seen: Shared,
+    on_object: F,
+    on_delete: D,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(&mut Seen, &K, Instant) + Send + 'static,
+    D: Fn(&mut Seen, &K) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(event)) => {
+                    let now = Instant::now();
+                    let mut s = lock(&seen);
+                    match event {
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                            on_object(&mut s, &o, now)
+                        }
+                        watcher::Event::Delete(o) => on_delete(&mut s, &o),
+                        watcher::Event::InitDone => s.initialised += 1,
+                        watcher::Event::Init => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("watch error (retrying): {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Aborts the watch tasks when dropped.
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+fn watch_namespace(client: &Client, ns: &str, seen: &Shared) -> Watches {
+    let pipelines = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    Watches(vec![
+        spawn_watch(
+            pipelines,
+            seen.clone(),
+            |s, o: &DynamicObject, now| {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let ready = pipeline_ready(o);
+                let e = s.pipelines.entry(name).or_insert((None, false, true));
+                if ready && e.0.is_none() {
+                    e.0 = Some(now);
+                }
+                e.1 = ready;
+                e.2 = true;
+            },
+            |s, o: &DynamicObject| {
+                if let Some(e) = s
+                    .pipelines
+                    .get_mut(o.metadata.name.as_deref().unwrap_or_default())
+                {
+                    e.1 = false;
+                    e.2 = false;
+                }
+            },
+        ),
+        spawn_watch(
+            deployments,
+            seen.clone(),
+            |s, d: &Deployment, now| {
+                let name = d.metadata.name.clone().unwrap_or_default();
+                let available = deployment_available(d);
+                let e = s.deployments.entry(name).or_insert((now, None));
+                if available && e.1.is_none() {
+                    e.1 = Some(now);
+                }
+            },
+            |_, _| {},
+        ),
+        spawn_watch(
+            pods,
+            seen.clone(),
+            |s, p: &Pod, now| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let bound = p.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+                let running = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|ph| ph == "Running");
+                let e = s.pods.entry(name).or_insert((now, None, None));
+                if bound && e.1.is_none() {
+                    e.1 = Some(now);
+                }
+                if running && e.2.is_none() {
+                    e.2 = Some(now);
+                }
+            },
+            |_, _| {},
+        ),
+    ])
+}
+
+/// The time the last of `expected` items reached a step, relative to `t0`;
+/// `None` unless all did.
+fn last_of(
+    times: impl Iterator<Item = Option<Instant>>,
+    expected: usize,
+    t0: Instant,
+) -> Option<f64> {
+    let times: Vec<Instant> = times.flatten().collect();
+    (times.len() >= expected && expected > 0).then(|| {
+        times
+            .iter()
+            .max()
+            .map(|t| secs(t.saturating_duration_since(t0)))
+    })?
+}
+
+// ---------------------------------------------------------------- cluster setup
+
+fn pipeline_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("paystream.io", "v1alpha1", "PaymentPipeline"),
+        "paymentpipelines",
+    )
+}
+
+/// The kubeconfig: `$KUBECONFIG`, else the local control plane's.
+fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("PAYSTREAM_VAR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("var"))
+                .join("cluster/kubeconfig")
+        })
+}
+
+async fn connect(path: &std::path::Path) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| {
+        format!(
+            "reading {} (start the local control plane: make cluster-up)",
+            path.display()
+        )
+    })?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The YAML documents of an example file.
+fn yaml_docs(path: &str) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(repo_root().join(path))?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+async fn install_crd(client: &Client) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("crds/paymentpipeline.yaml"))?;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.patch(
+        "paymentpipelines.paystream.io",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("installing crds/paymentpipeline.yaml")?;
+    let start = Instant::now();
+    loop {
+        let crd = crds.get("paymentpipelines.paystream.io").await?;
+        let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        if established {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the PaymentPipeline CRD is not Established after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The settings of the test cluster that shape the numbers.
+fn cluster_settings() -> Value {
+    let var = std::env::var_os("PAYSTREAM_VAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("var"));
+    let cmdline = |component: &str| -> Vec<String> {
+        std::fs::read_to_string(var.join(format!("cluster/pids/{component}.pid")))
+            .ok()
+            .and_then(|pid| std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok())
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kcm = cmdline("kube-controller-manager");
+    let scheduler = cmdline("kube-scheduler");
+    json!({
+        "controller_manager_kube_api_qps": flag_value(&kcm, "--kube-api-qps").unwrap_or_else(|| "20 (default)".into()),
+        "controller_manager_kube_api_burst": flag_value(&kcm, "--kube-api-burst").unwrap_or_else(|| "30 (default)".into()),
+        "scheduler_kube_api_qps": flag_value(&scheduler, "--kube-api-qps").unwrap_or_else(|| "50 (default)".into()),
+        "controller_manager_found": !kcm.is_empty(),
+    })
+}
+
+fn bench_node(name: &str, pods: usize) -> anyhow::Result<Node> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                "kwok.x-k8s.io/node": "fake",
+                "node.alpha.kubernetes.io/ttl": "0",
+            },
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                BENCH_LABEL: "true",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "256", "memory": "1Ti", "pods": pods.to_string()},
+            "capacity": {"cpu": "256", "memory": "1Ti", "pods": pods.to_string()},
+        },
+    }))?)
+}
+
+/// Adds `n` fake nodes (KWOK manages them: they carry its annotation) and
+/// waits until they are Ready.
+async fn add_nodes(client: &Client, n: usize, pods: usize) -> anyhow::Result<()> {
+    let nodes = Api::<Node>::all(client.clone());
+    for i in 0..n {
+        let name = format!("paystream-bench-{i}");
+        let node = bench_node(&name, pods)?;
+        nodes
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&node),
+            )
+            .await
+            .with_context(|| format!("creating node {name}"))?;
+    }
+    let start = Instant::now();
+    loop {
+        let list = nodes
+            .list(&ListParams::default().labels(&format!("{BENCH_LABEL}=true")))
+            .await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready >= n {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("only {ready} of {n} benchmark nodes are Ready after 60 s (is kwok running?)");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn remove_nodes(client: &Client) -> anyhow::Result<()> {
+    let nodes = Api::<Node>::all(client.clone());
+    nodes
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("{BENCH_LABEL}=true")),
+        )
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Kafka
+
+fn kafka_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Topics whose name starts with `prefix`.
+fn topics_with_prefix(bootstrap: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let consumer: BaseConsumer = kafka_config(bootstrap).create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    Ok(md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
+/// Counts the topics under `prefix` every 2 s (one metadata request) and
+/// records in `seen` when there are `expected`; stops when `stop` is set.
+fn poll_topics(
+    bootstrap: String,
+    prefix: String,
+    expected: usize,
+    seen: Shared,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = match kafka_config(&bootstrap).create() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cannot poll Kafka topics: {e}");
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(md) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+                let n = md
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name().starts_with(&prefix) && t.error().is_none())
+                    .count();
+                if n >= expected {
+                    lock(&seen).topics_complete.get_or_insert_with(Instant::now);
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
+}
+
+/// Deletes every topic under `prefix`, checking the broker afterwards and
+/// trying again (up to five rounds) for any that a timed-out request left;
+/// returns how many there were at first.
+async fn sweep_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
+    let list = || {
+        let (b, p) = (bootstrap.to_string(), prefix.to_string());
+        tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p))
+    };
+    let first = list().await??.len();
+    let admin: AdminClient<DefaultClientContext> = kafka_config(bootstrap).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    for _ in 0..5 {
+        let names = list().await??;
+        if names.is_empty() {
+            return Ok(first);
+        }
+        for chunk in names.chunks(100) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            if let Err(e) = admin.delete_topics(&refs, &opts).await {
+                eprintln!("deleting topics under {prefix}: {e} (trying again)");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let left = list().await??.len();
+    if left > 0 {
+        bail!("{left} topics under {prefix} are still in Kafka after five rounds of deletion");
+    }
+    Ok(first)
+}
+
+// ---------------------------------------------------------------- one count
+
+struct Env {
+    client: Client,
+    kubeconfig: PathBuf,
+    bootstrap: String,
+    secrets: Vec<Secret>,
+    template: Value,
+    run_id: String,
+    ticks: f64,
+}
+
+/// The pipeline `i` of a run: the example's, cut down to what 1,000 of them
+/// on one broker and one control plane can carry.
+fn pipeline(template: &Value, name: &str, prefix: &str) -> Value {
+    let mut p = template.clone();
+    p["metadata"] = json!({ "name": name, "labels": { BENCH_LABEL: "true" } });
+    let spec = &mut p["spec"];
+    spec["source"]["database"] = json!("payments");
+    spec["source"]["tables"] = json!(["users"]);
+    spec["kafka"]["topicPrefix"] = json!(prefix);
+    spec["kafka"]["partitions"] = json!(1);
+    spec["kafka"]["replicationFactor"] = json!(1);
+    spec["kafka"]["deleteTopicsOnDelete"] = json!(true);
+    for workload in ["consumer", "api"] {
+        if let Some(w) = spec[workload].as_object_mut() {
+            w.remove("autoscaling");
+            w.insert("replicas".into(), json!(1));
+        }
+    }
+    p
+}
+
+/// Waits until `done` holds on what was seen, at most `timeout`; polls
+/// every 250 ms. Returns whether it held.
+async fn wait_seen(seen: &Shared, timeout: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done(&lock(seen)) {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn cpu_secs(env: &Env, a: &ProcSample, b: &ProcSample) -> f64 {
+    b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / env.ticks
+}
+
+fn requests_json(m: &BTreeMap<(String, String), f64>, per: f64) -> Value {
+    let verbs = by_verb(m);
+    let reads: f64 = verbs
+        .iter()
+        .filter(|(v, _)| is_read(v))
+        .map(|(_, n)| n)
+        .sum();
+    let writes: f64 = verbs
+        .iter()
+        .filter(|(v, _)| !is_read(v))
+        .map(|(_, n)| n)
+        .sum();
+    json!({
+        "total": reads + writes,
+        "reads": reads,
+        "writes": writes,
+        "per_minute": { "reads": round1(reads * per), "writes": round1(writes * per) },
+        "by_verb": verbs,
+        "by_verb_and_resource": m.iter().map(|((v, r), n)| json!({"verb": v, "resource": r, "count": n})).collect::<Vec<_>>(),
+    })
+}
+
+async fn apiserver_metrics(client: &Client) -> anyhow::Result<Vec<PromSample>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    Ok(parse_prometheus(&client.request_text(req).await?))
+}
+
+/// Only the resources the operator uses.
+fn operator_resources_only(m: BTreeMap<(String, String), f64>) -> BTreeMap<(String, String), f64> {
+    m.into_iter()
+        .filter(|((_, r), _)| OPERATOR_RESOURCES.contains(&r.as_str()))
+        .collect()
+}
+
+async fn run_count(env: &Env, args: &Args, count: usize) -> anyhow::Result<Value> {
+    let client = &env.client;
+    let ns = format!("bench-op-{count}-{}", env.run_id);
+    let prefix = format!("bop{}-{count}-", env.run_id);
+    println!("== {count} PaymentPipelines in namespace {ns}");
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(json!({
+        "metadata": { "name": ns, "labels": { BENCH_LABEL: "true" } }
+    }))?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {ns}"))?;
+    let result = measure(env, args, count, &ns, &prefix).await;
+    // Cleanup, whatever happened: the pipelines went first (inside
+    // `measure`); the namespace takes the rest.
+    let t = Instant::now();
+    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+    let gone = wait_gone(&namespaces, &ns, Duration::from_secs(180)).await;
+    let swept = sweep_topics(&env.bootstrap, &prefix)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("sweeping the run's topics: {e:#}");
+            0
+        });
+    println!(
+        "   namespace deleted in {:.1} s{}; {swept} leftover topics swept",
+        t.elapsed().as_secs_f64(),
+        if gone { "" } else { " (still terminating)" }
+    );
+    let mut out = result?;
+    out["cleanup"]["namespace_delete_s"] = json!(secs(t.elapsed()));
+    out["cleanup"]["namespace_gone"] = json!(gone);
+    out["cleanup"]["topics_swept_after"] = json!(swept);
+    Ok(out)
+}
+
+async fn wait_gone(api: &Api<Namespace>, name: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if matches!(api.get_opt(name).await, Ok(None)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+async fn measure(
+    env: &Env,
+    args: &Args,
+    count: usize,
+    ns: &str,
+    prefix: &str,
+) -> anyhow::Result<Value> {
+    let client = &env.client;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    for s in &env.secrets {
+        secrets.create(&PostParams::default(), s).await?;
+    }
+    let mut operator = OperatorProcess::start(
+        &args.operator,
+        ns,
+        &env.kubeconfig,
+        args.status_interval_secs,
+        &count.to_string(),
+    )?;
+    operator.wait_leading(Duration::from_secs(60)).await?;
+    let sampler = Sampler::start(operator.pid());
+    let seen: Shared = Arc::new(Mutex::new(Seen::default()));
+    let _watches = watch_namespace(client, ns, &seen);
+    if !wait_seen(&seen, Duration::from_secs(30), |s| s.initialised >= 3).await {
+        bail!("the benchmark's watches did not start");
+    }
+
+    // Ramp: apply every pipeline, wait for every Ready.
+    let pipelines = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
+    let m0 = operator.metrics().await?;
+    let p0 = read_proc(operator.pid()).context("reading the operator's /proc")?;
+    let stop_topics = Arc::new(AtomicBool::new(false));
+    let topics_poll = poll_topics(
+        env.bootstrap.clone(),
+        prefix.to_string(),
+        count * TOPICS_PER_PIPELINE,
+        seen.clone(),
+        stop_topics.clone(),
+    );
+    let load_start = load_average();
+    let t0 = Instant::now();
+    let applied: Vec<(String, Instant)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let name = format!("p{i:04}");
+            let body = pipeline(&env.template, &name, &format!("{prefix}{i:04}"));
+            let api = pipelines.clone();
+            async move {
+                let at = Instant::now();
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .with_context(|| format!("applying PaymentPipeline {name}"))?;
+                anyhow::Ok((name, at))
+            }
+        })
+        .buffer_unordered(args.apply_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let all_applied = t0.elapsed();
+    println!("   applied {count} in {:.1} s", all_applied.as_secs_f64());
+    let all_ready = wait_seen(&seen, Duration::from_secs(args.ready_timeout_secs), |s| {
+        s.pipelines.values().filter(|p| p.1).count() >= count
+    })
+    .await;
+    let t_ready = Instant::now();
+    let ramp = t_ready - t0;
+    stop_topics.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || topics_poll.join()).await;
+    let p_ready = read_proc(operator.pid()).context("the operator died during the ramp")?;
+    let load_ready = load_average();
+    let m_ready = operator.metrics().await?;
+
+    // Where the time went.
+    let expected_pods = count * PODS_PER_PIPELINE;
+    let (milestones, per_pipeline, children, ready_count) = {
+        let s = lock(&seen);
+        let milestones = json!({
+            "all_applied": secs(all_applied),
+            "all_topics_exist": s.topics_complete.map(|t| secs(t.saturating_duration_since(t0))),
+            "all_deployments_exist": last_of(s.deployments.values().map(|d| Some(d.0)), expected_pods, t0),
+            "all_pods_exist": last_of(s.pods.values().map(|p| Some(p.0)), expected_pods, t0),
+            "all_pods_bound": last_of(s.pods.values().map(|p| p.1), expected_pods, t0),
+            "all_pods_running": last_of(s.pods.values().map(|p| p.2), expected_pods, t0),
+            "all_deployments_available": last_of(s.deployments.values().map(|d| d.1), expected_pods, t0),
+            "all_ready": last_of(s.pipelines.values().map(|p| p.0), count, t0),
+        });
+        let mut per_pipeline: Vec<f64> = Vec::new();
+        let mut children: Vec<f64> = Vec::new();
+        for (name, at) in &applied {
+            if let Some((Some(ready), _, _)) = s.pipelines.get(name) {
+                per_pipeline.push(ready.saturating_duration_since(*at).as_secs_f64());
+            }
+            let deps: Vec<Instant> = ["producer", "consumer", "api"]
+                .iter()
+                .filter_map(|w| s.deployments.get(&format!("{name}-{w}")).map(|d| d.0))
+                .collect();
+            if deps.len() == 3
+                && let Some(last) = deps.iter().max()
+            {
+                children.push(last.saturating_duration_since(*at).as_secs_f64());
+            }
+        }
+        per_pipeline.sort_by(f64::total_cmp);
+        children.sort_by(f64::total_cmp);
+        let ready_count = s.pipelines.values().filter(|p| p.1).count();
+        (milestones, per_pipeline, children, ready_count)
+    };
+    println!(
+        "   {} of {count} Ready after {:.1} s; milestones {milestones}",
+        ready_count,
+        ramp.as_secs_f64()
+    );
+    let ramp_requests = diff(&operator_requests(&m0), &operator_requests(&m_ready));
+
+    // Idle: settle, then count over the window.
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let mi0 = operator.metrics().await?;
+    let ai0 = apiserver_metrics(client).await?;
+    let pi0 = read_proc(operator.pid()).context("the operator died while settling")?;
+    let ti0 = Instant::now();
+    let ready_before = lock(&seen).pipelines.values().filter(|p| p.1).count();
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let mi1 = operator.metrics().await?;
+    let ai1 = apiserver_metrics(client).await?;
+    let pi1 = read_proc(operator.pid()).context("the operator died while idle")?;
+    let window = ti0.elapsed();
+    let ready_after = lock(&seen).pipelines.values().filter(|p| p.1).count();
+    let per_min = 60.0 / window.as_secs_f64();
+    let idle_ops = diff(&operator_requests(&mi0), &operator_requests(&mi1));
+    let idle_api =
+        operator_resources_only(diff(&apiserver_requests(&ai0), &apiserver_requests(&ai1)));
+    let writes_of = |m: &[PromSample], lease: bool| -> f64 {
+        m.iter()
+            .filter(|s| s.name == "paystream_operator_api_writes_total")
+            .filter(|s| (s.label("kind") == "Lease") == lease)
+            .map(|s| s.value)
+            .sum()
+    };
+    let idle_reconciles = metric_total(&mi1, "paystream_operator_reconciles_total")
+        - metric_total(&mi0, "paystream_operator_reconciles_total");
+    let (_, idle_mean_reconcile) = reconcile_stats(&mi0, &mi1);
+    let (_, ramp_mean_reconcile) = reconcile_stats(&m0, &m_ready);
+    // How often each pipeline's status really was refreshed while idle.
+    let refresh_period = (idle_reconciles > 0.0)
+        .then(|| round1(count as f64 * window.as_secs_f64() / idle_reconciles));
+    let idle_samples = sampler.between(ti0, Instant::now());
+    let steady_rss_kib = if idle_samples.is_empty() {
+        pi1.rss_kib as f64
+    } else {
+        idle_samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / idle_samples.len() as f64
+    };
+    let idle_cpu_percent = 100.0 * cpu_secs(env, &pi0, &pi1) / window.as_secs_f64();
+    println!(
+        "   idle {:.0} s: CPU {idle_cpu_percent:.1} %, {idle_reconciles} reconciles, operator requests {:?}",
+        window.as_secs_f64(),
+        by_verb(&idle_ops)
+    );
+
+    // Deletion: the operator's finalizer removes children and topics.
+    let td = Instant::now();
+    let pd0 = read_proc(operator.pid()).unwrap_or(pi1);
+    pipelines
+        .delete_collection(&DeleteParams::background(), &ListParams::default())
+        .await?;
+    let deleted = wait_seen(&seen, Duration::from_secs(args.delete_timeout_secs), |s| {
+        s.pipelines.values().all(|p| !p.2)
+    })
+    .await;
+    let deleted_by_operator = lock(&seen).pipelines.values().filter(|p| !p.2).count();
+    let delete_time = td.elapsed();
+    let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
+    if !deleted {
+        // Let the namespace go anyway: drop the finalizers.
+        let left = pipelines.list_metadata(&ListParams::default()).await?;
+        for p in left.items {
+            let name = p.metadata.name.unwrap_or_default();
+            let _ = pipelines
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+                )
+                .await;
+        }
+    }
+    let b = env.bootstrap.clone();
+    let p = prefix.to_string();
+    let topics_left = tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p))
+        .await??
+        .len();
+    let all = sampler.between(t0, Instant::now());
+    let peak_threads = all.iter().map(|s| s.threads).max().unwrap_or(0);
+    let hwm_ramp = p_ready.hwm_kib;
+    let hwm_final = pd1.hwm_kib;
+    drop(sampler);
+    drop(operator);
+    println!(
+        "   deleted in {:.1} s ({}), {topics_left} topics left before the sweep",
+        delete_time.as_secs_f64(),
+        if deleted {
+            "finalizers ran"
+        } else {
+            "timed out; finalizers dropped"
+        }
+    );
+
+    let mib = |kib: f64| round1(kib / 1024.0);
+    Ok(json!({
+        "pipelines": count,
+        "pods_expected": expected_pods,
+        "all_ready": all_ready,
+        "ready": ready_count,
+        "time_to_all_ready_s": all_ready.then(|| secs(ramp)),
+        "ramp_s": secs(ramp),
+        "per_pipeline_time_to_ready_s": {
+            "samples": per_pipeline.len(),
+            "p50": secs(Duration::from_secs_f64(percentile(&per_pipeline, 50.0).max(0.0))),
+            "p99": secs(Duration::from_secs_f64(percentile(&per_pipeline, 99.0).max(0.0))),
+            "max": secs(Duration::from_secs_f64(percentile(&per_pipeline, 100.0).max(0.0))),
+        },
+        "per_pipeline_children_created_s": {
+            "samples": children.len(),
+            "p50": secs(Duration::from_secs_f64(percentile(&children, 50.0).max(0.0))),
+            "p99": secs(Duration::from_secs_f64(percentile(&children, 99.0).max(0.0))),
+        },
+        "milestones_s": milestones,
+        "machine_load_1m": { "at_first_apply": load_start, "at_end_of_ramp": load_ready },
+        "operator": {
+            "peak_rss_mib_vmhwm_ramp": mib(hwm_ramp as f64),
+            "peak_rss_mib_vmhwm": mib(hwm_final as f64),
+            "steady_rss_mib_idle_mean": mib(steady_rss_kib),
+            "peak_threads": peak_threads,
+            "cpu_seconds_ramp": round1(cpu_secs(env, &p0, &p_ready)),
+            "cpu_cores_ramp_mean": (cpu_secs(env, &p0, &p_ready) / ramp.as_secs_f64() * 100.0).round() / 100.0,
+            "cpu_percent_idle": round1(idle_cpu_percent),
+            "cpu_seconds_delete": round1(cpu_secs(env, &pd0, &pd1)),
+            "reconcile_mean_s_ramp": ramp_mean_reconcile.map(|x| (x * 1000.0).round() / 1000.0),
+            "reconcile_mean_s_idle": idle_mean_reconcile.map(|x| (x * 1000.0).round() / 1000.0),
+            "reconciles_ramp": metric_total(&m_ready, "paystream_operator_reconciles_total") - metric_total(&m0, "paystream_operator_reconciles_total"),
+            "topic_changes_ramp": metric_total(&m_ready, "paystream_operator_topic_changes_total") - metric_total(&m0, "paystream_operator_topic_changes_total"),
+        },
+        "ramp_requests_operator": requests_json(&ramp_requests, 1.0),
+        "idle": {
+            "window_s": secs(window),
+            "settle_s": args.settle_secs,
+            "ready_at_start": ready_before,
+            "ready_at_end": ready_after,
+            "reconciles": idle_reconciles,
+            "reconciles_per_minute": round1(idle_reconciles * per_min),
+            "status_refresh_period_s": refresh_period,
+            "writes_excluding_lease": writes_of(&mi1, false) - writes_of(&mi0, false),
+            "lease_writes": writes_of(&mi1, true) - writes_of(&mi0, true),
+            "operator_requests": requests_json(&idle_ops, per_min),
+            "apiserver_requests_all_clients": requests_json(&idle_api, per_min),
+        },
+        "cleanup": {
+            "pipelines_deleted_s": secs(delete_time),
+            "finalizers_ran": deleted,
+            "deleted_by_operator": deleted_by_operator,
+            "topics_left_by_operator": topics_left,
+        },
+    }))
+}
+
+// ---------------------------------------------------------------- the run
+
+/// Runs the benchmark and writes the report.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let kubeconfig = kubeconfig_path();
+    let client = connect(&kubeconfig).await?;
+    let version = client.apiserver_version().await?;
+    install_crd(&client).await?;
+    let stack = Stack::from_env();
+    let mut docs = yaml_docs("examples/paymentpipeline.yaml")?;
+    let template = docs.pop().context("no PaymentPipeline in the example")?;
+    let secrets = docs
+        .into_iter()
+        .map(serde_json::from_value::<Secret>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let env = Env {
+        client: client.clone(),
+        kubeconfig,
+        bootstrap: stack.kafka_bootstrap.clone(),
+        secrets,
+        template,
+        run_id: format!("{:06x}", (nanos >> 20) & 0xff_ffff),
+        ticks: clock_ticks(),
+    };
+    let max = args.counts.iter().copied().max().unwrap_or(0);
+    let extra_nodes = (max * PODS_PER_PIPELINE).div_ceil(args.pods_per_node.max(1));
+    add_nodes(&client, extra_nodes, args.pods_per_node).await?;
+    let settings = cluster_settings();
+    if max >= 1000 && settings["controller_manager_kube_api_qps"] == "20 (default)" {
+        eprintln!(
+            "note: the controller manager runs with its default 20 QPS per controller; with {max} \
+             pipelines its deployment and replicaset controllers alone need minutes. \
+             `make cluster-down bench-operator` restarts it with the benchmark's setting."
+        );
+    }
+    println!(
+        "cluster {}, {extra_nodes} extra fake nodes of {} pods, settings {settings}",
+        version.git_version, args.pods_per_node
+    );
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for &count in &args.counts {
+        match run_count(&env, &args, count).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("{count} pipelines: {e:#}");
+                results.push(json!({ "pipelines": count, "error": format!("{e:#}") }));
+            }
+        }
+    }
+    if let Err(e) = remove_nodes(&client).await {
+        eprintln!("removing the benchmark nodes: {e:#}");
+    }
+    let swept = sweep_topics(&env.bootstrap, &format!("bop{}-", env.run_id))
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("sweeping the run's topics: {e:#}");
+            0
+        });
+
+    let json = json!({
+        "benchmark": "operator",
+        "date": chrono::Utc::now().to_rfc3339(),
+        "wall_s": secs(started.elapsed()),
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        },
+        "cluster": {
+            "kubernetes": version.git_version,
+            "kwok_default_nodes": "3 x 110 pods (make cluster-up)",
+            "extra_fake_nodes": extra_nodes,
+            "extra_node_pods": args.pods_per_node,
+            "settings": settings,
+        },
+        "operator": {
+            "binary": args.operator,
+            "leader_election": true,
+            "status_interval_s": args.status_interval_secs,
+            "kubeconfig_user": "cluster admin (as the e2e suite runs it)",
+        },
+        "pipeline_shape": "examples/paymentpipeline.yaml with tables [users] of database payments (shared), partitions 1, replicationFactor 1, deleteTopicsOnDelete, consumer and API replicas 1 (no HPA): 3 Deployments, 3 Services, 2 PDBs, a ConfigMap and a ServiceAccount per pipeline; topics <prefix>.payments.users and <prefix>.checkpoints",
+        "apply_concurrency": args.apply_concurrency,
+        "topics_swept_at_end": swept,
+        "results": results,
+    });
+    let md = markdown(&json);
+    let (j, m) = write("operator", &json, &md)?;
+    println!("{md}\nwritten: {} and {}", j.display(), m.display());
+    Ok(())
+}
+
+fn fmt(v: &Value) -> String {
+    match v {
+        Value::Null => "n/a".into(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}")),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A value with its unit, or `n/a` (not reached, not measured).
+fn with_unit(v: &Value, unit: &str) -> String {
+    match v {
+        Value::Null => "n/a".into(),
+        v => format!("{}{unit}", fmt(v)),
+    }
+}
+
+fn markdown(j: &Value) -> String {
+    let results = j["results"].as_array().cloned().unwrap_or_default();
+    let cols: Vec<String> = results.iter().map(|r| fmt(&r["pipelines"])).collect();
+    let mut md = format!(
+        "# Operator benchmark\n\n\
+         Machine: {} cores. Cluster: the local control plane ({}), KWOK fake nodes (the 3 default \
+         plus {} of {} pods added for the run), controller-manager `--kube-api-qps` {} / burst {}, \
+         scheduler `--kube-api-qps` {}. The release operator runs as a local process with leader \
+         election on and a status refresh every {} s, against the real local Kafka. Pipeline \
+         shape: {}.\n\n",
+        fmt(&j["machine"]["cores"]),
+        fmt(&j["cluster"]["kubernetes"]),
+        fmt(&j["cluster"]["extra_fake_nodes"]),
+        fmt(&j["cluster"]["extra_node_pods"]),
+        fmt(&j["cluster"]["settings"]["controller_manager_kube_api_qps"]),
+        fmt(&j["cluster"]["settings"]["controller_manager_kube_api_burst"]),
+        fmt(&j["cluster"]["settings"]["scheduler_kube_api_qps"]),
+        fmt(&j["operator"]["status_interval_s"]),
+        fmt(&j["pipeline_shape"]),
+    );
+    md.push_str(&format!("| measure | {} |\n| --- |", cols.join(" | ")));
+    md.push_str(&" --- |".repeat(cols.len()));
+    md.push('\n');
+    let row = |md: &mut String, label: &str, f: &dyn Fn(&Value) -> String| {
+        md.push_str(&format!("| {label} |"));
+        for r in &results {
+            if r.get("error").is_some() {
+                md.push_str(" error |");
+            } else {
+                md.push_str(&format!(" {} |", f(r)));
+            }
+        }
+        md.push('\n');
+    };
+    row(
+        &mut md,
+        "**time to all Ready** (first apply to last Ready=True)",
+        &|r| {
+            format!(
+                "**{}** ({} of {} Ready at {} s)",
+                with_unit(&r["time_to_all_ready_s"], " s"),
+                fmt(&r["ready"]),
+                fmt(&r["pipelines"]),
+                fmt(&r["ramp_s"])
+            )
+        },
+    );
+    row(&mut md, "per-pipeline time to Ready p50 / p99", &|r| {
+        let p = &r["per_pipeline_time_to_ready_s"];
+        format!("{} / {} s", fmt(&p["p50"]), fmt(&p["p99"]))
+    });
+    for (key, label) in [
+        ("all_applied", "… all applies returned"),
+        (
+            "all_topics_exist",
+            "… all topics exist in Kafka (created by the operator)",
+        ),
+        (
+            "all_deployments_exist",
+            "… all Deployments created by the operator",
+        ),
+        (
+            "all_pods_exist",
+            "… all pods created (deployment + replicaset controllers)",
+        ),
+        ("all_pods_bound", "… all pods bound (scheduler)"),
+        ("all_pods_running", "… all pods Running (KWOK)"),
+        (
+            "all_deployments_available",
+            "… all Deployments Available (deployment controller)",
+        ),
+        ("all_ready", "… all pipelines Ready (operator status)"),
+    ] {
+        row(&mut md, label, &|r| {
+            with_unit(&r["milestones_s"][key], " s")
+        });
+    }
+    row(
+        &mut md,
+        "per-pipeline apply to its 3 Deployments p50 / p99",
+        &|r| {
+            let p = &r["per_pipeline_children_created_s"];
+            format!("{} / {} s", fmt(&p["p50"]), fmt(&p["p99"]))
+        },
+    );
+    row(&mut md, "**operator peak RSS** (VmHWM)", &|r| {
+        format!("**{} MiB**", fmt(&r["operator"]["peak_rss_mib_vmhwm"]))
+    });
+    row(&mut md, "operator steady RSS (mean while idle)", &|r| {
+        format!("{} MiB", fmt(&r["operator"]["steady_rss_mib_idle_mean"]))
+    });
+    row(&mut md, "operator CPU during the ramp", &|r| {
+        format!(
+            "{} CPU-s ({} cores mean)",
+            fmt(&r["operator"]["cpu_seconds_ramp"]),
+            fmt(&r["operator"]["cpu_cores_ramp_mean"])
+        )
+    });
+    row(&mut md, "**operator CPU while idle**", &|r| {
+        format!(
+            "**{} %** of one core",
+            fmt(&r["operator"]["cpu_percent_idle"])
+        )
+    });
+    row(&mut md, "operator threads (peak)", &|r| {
+        fmt(&r["operator"]["peak_threads"])
+    });
+    row(&mut md, "mean reconcile duration ramp / idle", &|r| {
+        format!(
+            "{} / {}",
+            with_unit(&r["operator"]["reconcile_mean_s_ramp"], " s"),
+            with_unit(&r["operator"]["reconcile_mean_s_idle"], " s")
+        )
+    });
+    row(
+        &mut md,
+        "status refresh period per pipeline while idle (interval asked)",
+        &|r| {
+            format!(
+                "{} ({} s)",
+                with_unit(&r["idle"]["status_refresh_period_s"], " s"),
+                fmt(&j["operator"]["status_interval_s"])
+            )
+        },
+    );
+    row(
+        &mut md,
+        "machine load average (1 min) at first apply / end of ramp",
+        &|r| {
+            format!(
+                "{} / {}",
+                fmt(&r["machine_load_1m"]["at_first_apply"]),
+                fmt(&r["machine_load_1m"]["at_end_of_ramp"])
+            )
+        },
+    );
+    row(
+        &mut md,
+        "reconciles during the ramp / per minute idle",
+        &|r| {
+            format!(
+                "{} / {}",
+                fmt(&r["operator"]["reconciles_ramp"]),
+                fmt(&r["idle"]["reconciles_per_minute"])
+            )
+        },
+    );
+    row(
+        &mut md,
+        "**idle API reads / min** (operator's counter)",
+        &|r| {
+            format!(
+                "**{}**",
+                fmt(&r["idle"]["operator_requests"]["per_minute"]["reads"])
+            )
+        },
+    );
+    row(&mut md, "idle reads by verb (count in window)", &|r| {
+        let v = &r["idle"]["operator_requests"]["by_verb"];
+        format!(
+            "get {}, list {}, watch {}",
+            fmt(v.get("get").unwrap_or(&json!(0))),
+            fmt(v.get("list").unwrap_or(&json!(0))),
+            fmt(v.get("watch").unwrap_or(&json!(0)))
+        )
+    });
+    row(
+        &mut md,
+        "**idle API writes / min** (operator's counter, all verbs)",
+        &|r| {
+            format!(
+                "**{}**",
+                fmt(&r["idle"]["operator_requests"]["per_minute"]["writes"])
+            )
+        },
+    );
+    row(
+        &mut md,
+        "idle writes besides the Lease / Lease renewals (count)",
+        &|r| {
+            format!(
+                "{} / {}",
+                fmt(&r["idle"]["writes_excluding_lease"]),
+                fmt(&r["idle"]["lease_writes"])
+            )
+        },
+    );
+    row(
+        &mut md,
+        "apiserver requests / min for those resources (all clients) reads / writes",
+        &|r| {
+            let p = &r["idle"]["apiserver_requests_all_clients"]["per_minute"];
+            format!("{} / {}", fmt(&p["reads"]), fmt(&p["writes"]))
+        },
+    );
+    row(
+        &mut md,
+        "delete all pipelines (finalizers: children, topics)",
+        &|r| {
+            format!(
+                "{} s, {} of {} deleted by the operator, {} topics left",
+                fmt(&r["cleanup"]["pipelines_deleted_s"]),
+                fmt(&r["cleanup"]["deleted_by_operator"]),
+                fmt(&r["pipelines"]),
+                fmt(&r["cleanup"]["topics_left_by_operator"])
+            )
+        },
+    );
+    md.push_str(
+        "\n## How to read it\n\n\
+         - **Time to all Ready** runs from the first apply to the moment the benchmark's watch \
+         saw the last `Ready=True`. The milestone rows split it: each is when the *last* object \
+         reached that step, from the same start; `n/a` means not every object got there before \
+         the benchmark's timeout. The operator owns the first steps (topics in Kafka, then its \
+         children) and the last (writing Ready once the Deployments are Available); between \
+         them the controller manager (ReplicaSets, pods, Deployment status), the scheduler and \
+         KWOK work, all on the same two cores as the operator, Kafka, etcd and the apiserver \
+         (and whatever else runs on the machine: see the load average). The per-pipeline \
+         p50/p99 is from that pipeline's own apply; the apply-to-Deployments row is the \
+         operator's share of it.\n\
+         - **RSS**: peak is the kernel's high-water mark `VmHWM` of the operator process; steady is \
+         the mean `VmRSS` sampled every 0.5 s over the idle window. **CPU** is utime+stime from \
+         `/proc/<pid>/stat`: CPU-seconds over the ramp, and percent of one core over the idle \
+         window. Threads include librdkafka's (each Kafka client the operator creates has its own).\n\
+         - **Reconciles**: the mean duration comes from \
+         `paystream_operator_reconcile_duration_seconds`; the status refresh period is how often \
+         each pipeline was really reconciled while idle (pipelines x window / reconciles): when \
+         it is longer than the interval asked, the operator cannot keep up with its own requeues.\n\
+         - **Idle requests** are counted over the idle window, which opens after every pipeline \
+         is Ready (or the timeout) and a settle period. The operator's figures come from its own \
+         client: every request it sends is counted by verb and resource \
+         (`paystream_operator_api_requests_total`), reads (get, list, watch) and writes (apply = \
+         patch, create, update, delete). Lease renewals (leader election, every 5 s) are writes \
+         by design and shown apart. A `list` in the idle window would mean a watch fell back to \
+         re-listing; `watch` counts watch (re)connections (kube-rs reopens each watch every few \
+         minutes). The reads are the status refresh: every pipeline is reconciled every status \
+         interval, and each reconcile reads its Secrets, the metadata of its children (to skip \
+         unchanged applies) and its Deployments' replicas with GETs; Kafka is asked for topics, \
+         the checkpoint and the lag. The apiserver row is `apiserver_request_total` diffed over \
+         the same window for the same resources, from all clients (the controller manager and \
+         KWOK also touch some, e.g. node Leases; watches are counted when they end), as a \
+         cross-check.\n\
+         - One run on a shared 2-core machine: the control plane, Kafka and the operator compete \
+         for the cores, so treat the figures as an order of magnitude and compare counts measured \
+         in the same run.\n",
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_samples_with_labels_and_escapes() {
+        let body = "# HELP x y\n# TYPE x counter\n\
+            apiserver_request_total{code=\"200\",component=\"apiserver\",resource=\"pods\",subresource=\"\",verb=\"LIST\"} 12\n\
+            paystream_operator_api_requests_total{verb=\"get\",resource=\"secrets\"} 3.0\n\
+            weird{a=\"x\\\"y,z\",b=\"}\"} 1e3 1700000000\n\
+            plain 7\n\
+            inf_bucket{le=\"+Inf\"} +Inf\n\
+            broken{a=\"x} 3\n";
+        let s = parse_prometheus(body);
+        assert_eq!(s.len(), 5, "{s:?}");
+        assert_eq!(s[0].name, "apiserver_request_total");
+        assert_eq!(s[0].label("verb"), "LIST");
+        assert_eq!(s[0].value, 12.0);
+        assert_eq!(s[2].label("a"), "x\"y,z");
+        assert_eq!(s[2].label("b"), "}");
+        assert_eq!(s[2].value, 1000.0);
+        assert_eq!(s[3].labels, Vec::new());
+        assert_eq!(s[3].value, 7.0);
+        assert!(s[4].value.is_infinite());
+    }
+
+    #[test]
+    fn apiserver_and_operator_counts_line_up() {
+        let body = "apiserver_request_total{resource=\"paymentpipelines\",subresource=\"status\",verb=\"APPLY\",code=\"200\"} 2\n\
+            apiserver_request_total{resource=\"paymentpipelines\",subresource=\"status\",verb=\"PATCH\",code=\"200\"} 1\n\
+            apiserver_request_total{resource=\"secrets\",subresource=\"\",verb=\"GET\",code=\"200\"} 5\n\
+            apiserver_request_total{resource=\"secrets\",subresource=\"\",verb=\"GET\",code=\"404\"} 1\n\
+            paystream_operator_api_requests_total{verb=\"get\",resource=\"secrets\"} 6\n";
+        let s = parse_prometheus(body);
+        let a = apiserver_requests(&s);
+        assert_eq!(
+            a.get(&("patch".into(), "paymentpipelines/status".into())),
+            Some(&3.0)
+        );
+        assert_eq!(a.get(&("get".into(), "secrets".into())), Some(&6.0));
+        let put = parse_prometheus("apiserver_request_total{resource=\"leases\",verb=\"PUT\"} 4\n");
+        assert_eq!(
+            apiserver_requests(&put).get(&("update".into(), "leases".into())),
+            Some(&4.0)
+        );
+        let o = operator_requests(&s);
+        assert_eq!(o.get(&("get".into(), "secrets".into())), Some(&6.0));
+        let later = BTreeMap::from([
+            (("get".to_string(), "secrets".to_string()), 10.0),
+            (("watch".to_string(), "deployments".to_string()), 1.0),
+        ]);
+        let d = diff(&o, &later);
+        assert_eq!(d.get(&("get".into(), "secrets".into())), Some(&4.0));
+        assert_eq!(d.get(&("watch".into(), "deployments".into())), Some(&1.0));
+        let v = by_verb(&d);
+        assert_eq!(v.get("get"), Some(&4.0));
+        assert!(is_read("watch") && !is_read("patch"));
+    }
+
+    #[test]
+    fn proc_stat_and_status_fields() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 2000 0 0 0 150 37 0 0 20 0 9 0 123 456 789";
+        assert_eq!(proc_stat_cpu_ticks(stat), Some(187));
+        assert_eq!(proc_stat_cpu_ticks("garbage"), None);
+        let status = "Name:\tparo\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nThreads:\t17\n";
+        assert_eq!(proc_status_field(status, "VmHWM"), Some(51200));
+        assert_eq!(proc_status_field(status, "VmRSS"), Some(40960));
+        assert_eq!(proc_status_field(status, "Threads"), Some(17));
+        assert_eq!(proc_status_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn flags_in_either_form() {
+        let args: Vec<String> = ["kcm", "--kube-api-qps=100", "--kube-api-burst", "200"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(flag_value(&args, "--kube-api-qps").as_deref(), Some("100"));
+        assert_eq!(
+            flag_value(&args, "--kube-api-burst").as_deref(),
+            Some("200")
+        );
+        assert_eq!(flag_value(&args, "--profiling"), None);
+    }
+
+    #[test]
+    fn last_of_needs_every_item() {
+        let t0 = Instant::now();
+        let t = t0 + Duration::from_millis(1500);
+        assert_eq!(last_of([Some(t0), Some(t)].into_iter(), 2, t0), Some(1.5));
+        assert_eq!(last_of([Some(t0), None].into_iter(), 2, t0), None);
+        assert_eq!(last_of(std::iter::empty(), 0, t0), None);
+    }
+
+    #[test]
+    fn pipelines_are_cut_down_from_the_example() {
+        let template = json!({
+            "apiVersion": "paystream.io/v1alpha1", "kind": "PaymentPipeline",
+            "metadata": {"name": "demo"},
+            "spec": {
+                "source": {"database": "payments", "tables": ["users", "packages"]},
+                "kafka": {"topicPrefix": "demo", "partitions": 3},
+                "consumer": {"autoscaling": {"minReplicas": 1}},
+                "api": {"jwtSecretRef": {"name": "api-jwt"}, "autoscaling": {"minReplicas": 2}},
+            }
+        });
+        let p = pipeline(&template, "p0001", "bop-1");
+        assert_eq!(p["metadata"]["name"], "p0001");
+        assert_eq!(p["spec"]["source"]["tables"], json!(["users"]));
+        assert_eq!(p["spec"]["kafka"]["topicPrefix"], "bop-1");
+        assert_eq!(p["spec"]["kafka"]["partitions"], 1);
+        assert_eq!(p["spec"]["kafka"]["deleteTopicsOnDelete"], true);
+        assert_eq!(p["spec"]["consumer"], json!({"replicas": 1}));
+        assert_eq!(
+            p["spec"]["api"],
+            json!({"jwtSecretRef": {"name": "api-jwt"}, "replicas": 1})
+        );
+    }
+}
