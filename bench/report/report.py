@@ -37,6 +37,23 @@ VENV_FLAG = "PAYSTREAM_BENCH_REPORT_IN_VENV"
 # ---- Pure helpers (tested in test_report.py) ----------------------------------
 
 
+
+EXPLANATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explanations.md")
+
+
+def explanations(missing):
+    """The hand-written causes of the gaps (bench/report/explanations.md),
+    which the generated list above cannot know; a note when it is absent."""
+    lines = ["### Why", ""]
+    try:
+        with open(EXPLANATIONS) as f:
+            lines += f.read().rstrip("\n").splitlines()
+    except OSError:
+        lines += ["_No explanations file (bench/report/explanations.md)._"]
+    if missing:
+        lines += ["", f"Parts missing from this run: {', '.join(missing)}."]
+    return lines + [""]
+
 def dig(d, *paths, default=None):
     """The first value found along one of `paths` ("a.b.0.c") in nested dicts
     and lists; `default` when none leads anywhere or the value is null."""
@@ -815,12 +832,7 @@ def build(results_dir, since, stamp, plots_enabled=True, plot_note=None):
     else:
         md += ["The data of this run shows no comparison where paystream is behind its peer"
                + (" (some parts are missing, see above)." if missing else "."), ""]
-    md += [
-        "<!-- LEAD: fill in below. The list above is generated; the explanations are not. -->",
-        "> **LEAD — to fill in:** why each gap above exists (cause, measured or suspected) and what would close it;",
-        "> and any gap the benchmarks cannot show yet" + (f" (missing here: {', '.join(missing)})" if missing else "") + ".",
-        "",
-    ]
+    md += explanations(missing)
     out_json = os.path.join(results_dir, f"{stamp}.json")
     out_md = os.path.join(results_dir, f"{stamp}.md")
     with open(out_json, "w") as f:

@@ -184,7 +184,7 @@ class Build(unittest.TestCase):
             self.assertIn("api-old.json", out["missing"]["api"])
             self.assertIn("operator", out["missing"])
             self.assertIn("## Freshness", md)
-            self.assertIn("LEAD", md)
+            self.assertIn("### Why", md)
             self.assertIn("make bench-operator", md)
 
 
