@@ -23,8 +23,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::process::Service;
 use crate::{Stack, unique_name};
 
-/// An administrative connection to the local MariaDB.
-pub async fn admin(stack: &Stack) -> Conn {
+/// An administrative connection to the local MariaDB over TCP.
+pub async fn try_admin(stack: &Stack) -> Result<Conn, mysql_async::Error> {
     Conn::new(
         OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
@@ -34,7 +34,13 @@ pub async fn admin(stack: &Stack) -> Conn {
             .prefer_socket(false),
     )
     .await
-    .unwrap_or_else(|e| panic!("cannot connect to MariaDB on {}: {e}", stack.mysql_port))
+}
+
+/// [`try_admin`] for tests: a failure is a panic that names the port.
+pub async fn admin(stack: &Stack) -> Conn {
+    try_admin(stack)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to MariaDB on {}: {e}", stack.mysql_port))
 }
 
 /// A scratch database holding copies of the payments tables.
