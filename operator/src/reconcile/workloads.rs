@@ -353,14 +353,8 @@ mod tests {
     fn the_api_gets_the_app_user_and_the_jwt_secret_not_the_cdc_user() {
         let v = validate(&sample()).unwrap();
         let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
-        let c = &api
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
+        let api_pod = pod(&api);
+        let c = &api_pod.containers[0];
         assert_eq!(
             secret_of(c, env::MYSQL_USER),
             Some(("db-app".into(), "username".into()))
@@ -374,14 +368,8 @@ mod tests {
             Some(("api-jwt".into(), "secret".into()))
         );
         let producer = deployment(&v, Workload::Producer, &inputs(), "h").unwrap();
-        let c = &producer
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
+        let producer_pod = pod(&producer);
+        let c = &producer_pod.containers[0];
         assert_eq!(
             secret_of(c, env::MYSQL_USER),
             Some(("db-cdc".into(), "username".into()))
