@@ -3,8 +3,12 @@
 //! ConfigMaps and HPAs it owns, and runs one reconcile per pipeline:
 //! dereference (Secrets) → validate → topics → build → apply → status. A
 //! periodic requeue refreshes the binlog position and the lag; the status is
-//! written only when it changed. Problems become a Degraded condition and an
-//! Event, never a crash; Kafka outages back off.
+//! written only when it changed. Children are read from the watch caches
+//! ([`crate::children`]) and Kafka through clients shared per cluster
+//! ([`crate::kafka`]), so a refresh costs a few Kafka round trips and, when
+//! nothing changed, no apiserver request beyond the Secrets' metadata.
+//! Problems become a Degraded condition and an Event, never a crash; Kafka
+//! outages back off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,7 +31,9 @@ use kube::runtime::{Controller, WatchStreamExt, predicates};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::children::{CachesStopped, Children, Watches};
 use crate::crd::{FINALIZER, PaymentPipeline, PaymentPipelineStatus};
+use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::reconcile::apply::Applier;
@@ -35,7 +41,7 @@ use crate::reconcile::names::{self, MANAGER, Workload};
 use crate::reconcile::validate::{Validated, validate};
 use crate::reconcile::{self, BuildError, BuildInputs, env};
 use crate::status::{self, Observation, Problem, Replicas};
-use crate::topics::{self, KafkaAdmin};
+use crate::topics;
 
 /// A reconcile failed; the controller retries with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,9 @@ pub enum Error {
     /// The object has no name or uid to own children with.
     #[error("the PaymentPipeline has no uid yet")]
     NoOwner,
+    /// The watch caches stopped (the controller is shutting down).
+    #[error(transparent)]
+    Caches(#[from] CachesStopped),
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -64,6 +73,7 @@ impl Error {
             Self::Build(_) => "build",
             Self::Topics(_) => "kafka",
             Self::NoOwner => "owner",
+            Self::Caches(_) => "caches",
             Self::Finalizer(_) => "finalizer",
         }
     }
@@ -87,6 +97,8 @@ pub struct Settings {
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
+    children: Children,
+    kafka: KafkaClients,
     applier: Applier,
     metrics: Metrics,
     recorder: Recorder,
@@ -96,8 +108,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context writing through `client`.
-    pub fn new(client: Client, metrics: Metrics, settings: Settings, instance: String) -> Self {
+    /// A context writing through `client`, reading children from
+    /// `children`.
+    pub fn new(
+        client: Client,
+        children: Children,
+        metrics: Metrics,
+        settings: Settings,
+        instance: String,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -106,7 +125,9 @@ impl Context {
             },
         );
         Self {
-            applier: Applier::new(client.clone(), metrics.clone()),
+            applier: Applier::new(client.clone(), children.clone(), metrics.clone()),
+            kafka: KafkaClients::new(settings.kafka_timeout),
+            children,
             client,
             metrics,
             recorder,
@@ -277,7 +298,6 @@ async fn kafka_step(
     let mut out = KafkaOutcome::default();
     let kafka = &v.spec.kafka;
     let config = topics::client_config(kafka, sasl);
-    let timeout = ctx.settings.kafka_timeout;
     let unreachable = |e: &dyn std::fmt::Display| {
         Problem::new(
             "KafkaUnreachable",
@@ -287,8 +307,8 @@ async fn kafka_step(
             ),
         )
     };
-    let admin = match KafkaAdmin::new(&config, timeout) {
-        Ok(a) => a,
+    let cluster = match ctx.kafka.get(&config) {
+        Ok(c) => c,
         Err(e) => {
             problems.push(unreachable(&e));
             out.unreachable = true;
@@ -296,10 +316,11 @@ async fn kafka_step(
         }
     };
     let desired = topics::desired(kafka, &v.change_topics);
-    let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
     let mut keys: Vec<&str> = vec!["cleanup.policy"];
     keys.extend(kafka.topic_config.keys().map(String::as_str));
-    let existing = match admin.describe(&names, &keys).await {
+    let started = Instant::now();
+    let existing = match cluster.describe(&names, &keys).await {
         Ok(e) => e,
         Err(e) => {
             problems.push(unreachable(&e));
@@ -323,7 +344,7 @@ async fn kafka_step(
         .map(|(k, e)| (k.clone(), e.partitions))
         .collect();
     if !paused && !plan.is_noop() {
-        match admin.execute(&plan).await {
+        match cluster.execute(&plan).await {
             Ok(changes) => {
                 for d in &plan.create {
                     partitions.insert(d.name.clone(), d.partitions);
@@ -338,35 +359,33 @@ async fn kafka_step(
             }
         }
     }
+    ctx.metrics.kafka_step("topics", started.elapsed());
     out.partitions = v
         .change_topics
         .iter()
         .filter_map(|t| partitions.get(t).copied())
         .min();
-    match observe::checkpoint(&config, &kafka.topic_prefix, timeout).await {
+    let started = Instant::now();
+    match observe::checkpoint(&cluster, &kafka.topic_prefix).await {
         Ok(cp) => out.checkpoint = Some(cp),
         Err(e) => tracing::warn!(error = %e, "cannot read the producer checkpoint"),
     }
-    match observe::consumer_lag(
-        &config,
-        &env::consumer_group(&kafka.topic_prefix),
-        &v.change_topics,
-        timeout,
-    )
-    .await
-    {
+    ctx.metrics.kafka_step("checkpoint", started.elapsed());
+    let started = Instant::now();
+    let group = env::consumer_group(&kafka.topic_prefix);
+    match observe::consumer_lag(&cluster, &group, &v.change_topics).await {
         Ok(lag) => out.lag = Some(lag),
         Err(e) => tracing::warn!(error = %e, "cannot read the consumer lag"),
     }
+    ctx.metrics.kafka_step("lag", started.elapsed());
     out
 }
 
-/// Ready and desired replicas of the three Deployments.
-async fn replicas(client: &Client, ns: &str, pipeline: &str) -> Result<[Replicas; 3], kube::Error> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+/// Ready and desired replicas of the three Deployments, from the cache.
+fn replicas(children: &Children, ns: &str, pipeline: &str) -> [Replicas; 3] {
     let mut out = [Replicas::default(); 3];
     for (slot, w) in out.iter_mut().zip(Workload::ALL) {
-        if let Some(d) = api.get_opt(&names::workload_name(pipeline, w)).await? {
+        if let Some(d) = children.deployment(ns, &names::workload_name(pipeline, w)) {
             *slot = Replicas {
                 ready: d
                     .status
@@ -377,7 +396,7 @@ async fn replicas(client: &Client, ns: &str, pipeline: &str) -> Result<[Replicas
             };
         }
     }
-    Ok(out)
+    out
 }
 
 async fn apply_all(
@@ -474,6 +493,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
+    ctx.children.ready().await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let deref = dereference(&secrets, &validated, &mut obs.problems).await?;
     let kafka = kafka_step(
@@ -517,7 +537,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
             Err(e) => return Err(e.into()),
         }
     }
-    obs.replicas = Some(replicas(&ctx.client, &ns, &validated.name).await?);
+    obs.replicas = Some(replicas(&ctx.children, &ns, &validated.name));
     let status = status::compute(p.status.as_ref(), &obs, Time(Timestamp::now()));
     announce(&ctx, &p, &status).await;
     write_status(&ctx, &p, status).await?;
@@ -545,13 +565,13 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         let mut ignored = Vec::new();
         let sasl = dereference(&secrets, &v, &mut ignored).await?.sasl;
-        let admin = KafkaAdmin::new(
-            &topics::client_config(&v.spec.kafka, sasl),
-            ctx.settings.kafka_timeout,
-        )?;
+        let cluster = ctx
+            .kafka
+            .get(&topics::client_config(&v.spec.kafka, sasl))
+            .map_err(topics::TopicError::connecting)?;
         let desired = topics::desired(&v.spec.kafka, &v.change_topics);
         let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
-        admin.delete(&names).await?;
+        cluster.delete(&names).await?;
         ctx.event(
             &p,
             EventType::Normal,
@@ -592,11 +612,13 @@ pub fn error_policy(p: Arc<PaymentPipeline>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(30))
 }
 
-/// Runs the controller until `stop` is cancelled.
+/// Runs the controller until `stop` is cancelled; `watches` are the
+/// streams behind the context's [`Children`] caches.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     ctx: Arc<Context>,
+    watches: Watches,
     stop: CancellationToken,
 ) -> Result<(), kube::Error> {
     let pipelines: Api<PaymentPipeline> = match namespace {
@@ -607,8 +629,6 @@ pub async fn run(
     pipelines
         .list_metadata(&ListParams::default().limit(1))
         .await?;
-    let owned =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let (reader, writer) = reflector::store();
     let trigger = watcher(pipelines, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -621,27 +641,15 @@ pub async fn run(
             ),
             Default::default(),
         );
-    let scoped = |c: Client| -> (
-        Api<Deployment>,
-        Api<ConfigMap>,
-        Api<HorizontalPodAutoscaler>,
-    ) {
-        match namespace {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c, ns),
-            ),
-            None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c)),
-        }
-    };
-    let (deployments, config_maps, hpas) = scoped(client);
     let concurrency = ctx.settings.max_concurrent_reconciles.max(1);
     Controller::for_stream(trigger, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(deployments, owned.clone())
-        .owns(config_maps, owned.clone())
-        .owns(hpas, owned)
+        .owns_stream(watches.deployments)
+        .owns_stream(watches.service_accounts)
+        .owns_stream(watches.config_maps)
+        .owns_stream(watches.services)
+        .owns_stream(watches.hpas)
+        .owns_stream(watches.pdbs)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

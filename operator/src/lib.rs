@@ -6,15 +6,19 @@
 //! [`reconcile::validate`] and the builders under [`reconcile`] (a pipeline to
 //! Kubernetes objects), [`topics::plan`] (what to do to Kafka), [`status`]
 //! (conditions and phase) and [`leader::decide`]. The I/O modules only move
-//! data: [`reconcile::apply`] (server-side apply), [`topics`] and [`observe`]
-//! (Kafka), [`leader`] (the Lease), [`apiclient`] (the Kubernetes client,
-//! every request counted). [`controller`] wires them into a kube-rs
+//! data: [`reconcile::apply`] (server-side apply), [`children`] (the watch
+//! caches of what it applied), [`kafka`] (Kafka clients shared per cluster),
+//! [`topics`], [`observe`] and [`group_offsets`] (Kafka), [`leader`] (the
+//! Lease), [`apiclient`] (the Kubernetes client, every request counted). [`controller`] wires them into a kube-rs
 //! controller.
 
 pub mod apiclient;
+pub mod children;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod group_offsets;
+pub mod kafka;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

@@ -45,8 +45,11 @@ async fn main() -> anyhow::Result<()> {
     }
     leading.set(true);
     metrics.set_leader(true);
+    let (children, watches) =
+        paystream_operator::children::watch(&client, config.namespace.as_deref());
     let ctx = Arc::new(Context::new(
         client.clone(),
+        children,
         metrics,
         Settings {
             status_interval: config.status_interval(),
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         config.namespace.as_deref(),
         ctx,
+        watches,
         controller_stop.clone(),
     );
     let lost = tokio::select! {

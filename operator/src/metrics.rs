@@ -33,6 +33,13 @@ pub struct RequestLabels {
     pub resource: String,
 }
 
+/// Labels of a timed Kafka step.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// topics, checkpoint, lag.
+    pub step: String,
+}
+
 /// Labels of a reconcile outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -46,6 +53,7 @@ pub struct Metrics {
     reconciles: Counter,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
+    kafka: Family<StepLabels, Histogram>,
     writes: Family<WriteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     topic_changes: Counter,
@@ -59,6 +67,9 @@ impl Metrics {
             reconciles: Counter::default(),
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            kafka: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            }),
             writes: Family::default(),
             requests: Family::default(),
             topic_changes: Counter::default(),
@@ -75,6 +86,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Reconcile duration",
             m.duration.clone(),
+        );
+        r.register(
+            "kafka_step_duration_seconds",
+            "Time a reconcile spent in each Kafka step (topics, checkpoint, lag)",
+            m.kafka.clone(),
         );
         r.register(
             "api_writes",
@@ -108,6 +124,13 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// A reconcile's Kafka `step` took `took`.
+    pub fn kafka_step(&self, step: &str, took: Duration) {
+        self.kafka
+            .get_or_create(&StepLabels { step: step.into() })
+            .observe(took.as_secs_f64());
     }
 
     /// A reconcile failed with an error of class `error`.

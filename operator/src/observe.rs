@@ -1,18 +1,23 @@
-//! Reads what the status reports from Kafka: the producer's last committed
-//! checkpoint (through the producer's own reader) and the consumer group's
-//! lag, the sum over the change topics' partitions of the high watermark
-//! minus the committed offset (the low watermark when nothing is committed,
-//! as the consumer starts from the earliest record). Blocking librdkafka
-//! calls run on the blocking pool.
+//! Reads what the status reports from Kafka through the cluster's shared
+//! clients: the producer's last committed checkpoint (the producer's own
+//! record reader, from where the last read ended: an idle pipeline costs
+//! one watermark request) and the consumer group's lag, the sum over the
+//! change topics' partitions of the high watermark minus the committed
+//! offset (the low watermark when nothing is committed, as the consumer
+//! starts from the earliest record). Blocking librdkafka calls run on the
+//! blocking pool.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError};
 
 use paystream_core::checkpoint::{Checkpoint, checkpoint_topic};
-use paystream_producer::checkpoint_store;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use paystream_producer::checkpoint_store::{self, Range};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::group_offsets::{self, GroupOffsetsError};
+use crate::kafka::{Cluster, SeenCheckpoint};
 
 /// Reading from Kafka failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,79 +25,156 @@ pub enum ObserveError {
     /// The checkpoint could not be read.
     #[error(transparent)]
     Checkpoint(#[from] checkpoint_store::CheckpointReadError),
-    /// Offsets or watermarks could not be read.
-    #[error("reading consumer lag: {0}")]
-    Lag(#[from] KafkaError),
+    /// Metadata or watermarks could not be read.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The group's committed offsets could not be read.
+    #[error(transparent)]
+    Offsets(#[from] GroupOffsetsError),
     /// The blocking task died.
     #[error("observer task failed: {0}")]
     Join(String),
 }
 
-/// The last committed checkpoint of the source `prefix`.
-pub async fn checkpoint(
-    base: &ClientConfig,
-    prefix: &str,
-    timeout: Duration,
-) -> Result<Option<Checkpoint>, ObserveError> {
-    let base = base.clone();
-    let prefix = prefix.to_string();
-    tokio::task::spawn_blocking(move || {
-        checkpoint_store::read_latest(&base, &checkpoint_topic(&prefix), &prefix, timeout)
-    })
-    .await
-    .map_err(|e| ObserveError::Join(e.to_string()))?
-    .map_err(ObserveError::from)
-}
-
-/// Total lag of `group` on `topics` (missing topics count 0).
-pub async fn consumer_lag(
-    base: &ClientConfig,
-    group: &str,
-    topics: &[String],
-    timeout: Duration,
-) -> Result<i64, ObserveError> {
-    let base = base.clone();
-    let group = group.to_string();
-    let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || lag_blocking(&base, &group, &topics, timeout))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObserveError> + Send + 'static,
+) -> Result<T, ObserveError> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ObserveError::Join(e.to_string()))?
 }
 
-fn lag_blocking(
-    base: &ClientConfig,
-    group: &str,
-    topics: &[String],
-    timeout: Duration,
-) -> Result<i64, ObserveError> {
-    let consumer: BaseConsumer = base
-        .clone()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(None, timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        if topics.iter().any(|n| n == t.name()) && t.error().is_none() {
-            for p in t.partitions() {
-                tpl.add_partition(t.name(), p.id());
+/// The last committed checkpoint of the source `prefix`.
+pub async fn checkpoint(
+    cluster: &Arc<Cluster>,
+    prefix: &str,
+) -> Result<Option<Checkpoint>, ObserveError> {
+    let cluster = cluster.clone();
+    let prefix = prefix.to_string();
+    blocking(move || checkpoint_blocking(&cluster, &prefix)).await
+}
+
+fn checkpoint_blocking(
+    cluster: &Cluster,
+    prefix: &str,
+) -> Result<Option<Checkpoint>, ObserveError> {
+    let topic = checkpoint_topic(prefix);
+    let timeout = cluster.timeout;
+    let metadata = cluster.reader.fetch_metadata(Some(&topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut seen = cluster.seen(&topic).unwrap_or_default();
+    let mut ranges = Vec::new();
+    for partition in partitions {
+        // read_committed: the high end is the last stable offset.
+        let (low, high) = cluster
+            .reader
+            .fetch_watermarks(&topic, partition, timeout)?;
+        ranges.push((partition, low, high));
+    }
+    let ends: BTreeMap<i32, i64> = ranges.iter().map(|&(p, _, high)| (p, high)).collect();
+    if ends == seen.ends {
+        return Ok(seen.checkpoint);
+    }
+    if ranges
+        .iter()
+        .any(|(p, _, high)| seen.ends.get(p).is_some_and(|end| high < end))
+    {
+        // The topic was recreated: what was read no longer exists.
+        seen = SeenCheckpoint::default();
+    }
+    let mut latest = seen.checkpoint;
+    {
+        let _one_scan = cluster.scan.lock().unwrap_or_else(PoisonError::into_inner);
+        for (partition, low, to) in ranges {
+            let range = Range {
+                topic: &topic,
+                partition,
+                from: seen.ends.get(&partition).map_or(low, |&end| end.max(low)),
+                to,
+            };
+            if let Some(cp) = checkpoint_store::scan(&cluster.reader, &range, prefix, timeout)? {
+                latest = Some(cp);
             }
         }
     }
-    if tpl.count() == 0 {
+    cluster.remember(
+        &topic,
+        SeenCheckpoint {
+            ends,
+            checkpoint: latest.clone(),
+        },
+    );
+    Ok(latest)
+}
+
+/// Total lag of `group` on `topics` (missing topics count 0).
+pub async fn consumer_lag(
+    cluster: &Arc<Cluster>,
+    group: &str,
+    topics: &[String],
+) -> Result<i64, ObserveError> {
+    let cluster = cluster.clone();
+    let group = group.to_string();
+    let topics = topics.to_vec();
+    blocking(move || lag_blocking(&cluster, &group, &topics)).await
+}
+
+fn lag_blocking(cluster: &Cluster, group: &str, topics: &[String]) -> Result<i64, ObserveError> {
+    let timeout = cluster.timeout;
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = cluster.reader.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            if t.name() == topic && t.error().is_none() {
+                for p in t.partitions() {
+                    partitions.add_partition(topic, p.id());
+                }
+            }
+        }
+    }
+    if partitions.count() == 0 {
         return Ok(0);
     }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let committed = group_offsets::committed(cluster.reader.client(), group, timeout)?;
+    let low = ends(cluster, &partitions, Offset::Beginning)?;
+    let high = ends(cluster, &partitions, Offset::End)?;
     let mut total = 0i64;
-    for e in committed.elements() {
-        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
-        let from = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => low,
+    for e in partitions.elements() {
+        let key = (e.topic().to_string(), e.partition());
+        let (Some(&low), Some(&high)) = (low.get(&key), high.get(&key)) else {
+            continue;
         };
+        let from = committed.get(&key).copied().unwrap_or(low);
         total += partition_lag(from, low, high);
     }
     Ok(total)
+}
+
+/// The first (`Offset::Beginning`) or next (`Offset::End`) offset of each
+/// of `partitions`, in one request per broker instead of one per partition.
+fn ends(
+    cluster: &Cluster,
+    partitions: &TopicPartitionList,
+    which: Offset,
+) -> Result<HashMap<(String, i32), i64>, ObserveError> {
+    let mut query = TopicPartitionList::new();
+    for e in partitions.elements() {
+        query.add_partition_offset(e.topic(), e.partition(), which)?;
+    }
+    let answer = cluster.reader.offsets_for_times(query, cluster.timeout)?;
+    let mut out = HashMap::new();
+    for e in answer.elements() {
+        e.error()?;
+        if let Offset::Offset(o) = e.offset() {
+            out.insert((e.topic().to_string(), e.partition()), o);
+        }
+    }
+    Ok(out)
 }
 
 /// Lag of one partition: records from the consumer's position (never below

@@ -1,22 +1,22 @@
 //! The pipeline's Kafka topics: [`plan`] decides, purely, what to do to each
-//! topic given what exists; [`KafkaAdmin`] describes topics and carries the
-//! plan out through the admin API. Partitions only grow: a smaller count is
+//! topic given what exists; the shared [`Cluster`] clients describe topics
+//! and carry the plan out through the admin API. Partitions only grow: a smaller count is
 //! refused and the topic is left untouched.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
 
 use paystream_core::checkpoint::checkpoint_topic;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::crd::KafkaSpec;
+use crate::kafka::Cluster;
 
 /// A topic as the spec wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,16 @@ pub struct TopicError {
     source: KafkaError,
 }
 
+impl TopicError {
+    /// The clients for the cluster could not be made.
+    pub fn connecting(source: KafkaError) -> Self {
+        Self {
+            what: "creating the Kafka clients".into(),
+            source,
+        }
+    }
+}
+
 fn err(what: impl Into<String>) -> impl FnOnce(KafkaError) -> TopicError {
     let what = what.into();
     move |source| TopicError { what, source }
@@ -137,21 +147,45 @@ pub fn client_config(kafka: &KafkaSpec, sasl: Option<(String, String)>) -> Clien
     c
 }
 
-/// The admin side of one pipeline's Kafka.
-pub struct KafkaAdmin {
-    admin: AdminClient<DefaultClientContext>,
-    timeout: Duration,
+/// The existing topics among `names` and their partition counts, from the
+/// reader's metadata, one topic per request (asking for all topics would
+/// fetch every pipeline's). Blocking.
+fn partitions_blocking(
+    cluster: &Cluster,
+    names: &[String],
+) -> Result<HashMap<String, i32>, KafkaError> {
+    let mut out = HashMap::new();
+    for name in names {
+        let metadata = cluster.reader.fetch_metadata(Some(name), cluster.timeout)?;
+        for t in metadata.topics() {
+            if t.name() == name && t.error().is_none() && !t.partitions().is_empty() {
+                out.insert(
+                    name.clone(),
+                    i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
-impl KafkaAdmin {
-    /// An admin client for `config`.
-    pub fn new(config: &ClientConfig, timeout: Duration) -> Result<Self, TopicError> {
-        Ok(Self {
-            admin: config.create().map_err(err("creating the admin client"))?,
-            timeout,
-        })
-    }
+/// The partition counts of the existing topics among `names`.
+pub async fn partitions(
+    cluster: &Arc<Cluster>,
+    names: &[String],
+) -> Result<HashMap<String, i32>, TopicError> {
+    let c = cluster.clone();
+    let names = names.to_vec();
+    tokio::task::spawn_blocking(move || partitions_blocking(&c, &names))
+        .await
+        .map_err(|e| TopicError {
+            what: format!("reading metadata: {e}"),
+            source: KafkaError::Canceled,
+        })?
+        .map_err(err("fetching metadata"))
+}
 
+impl Cluster {
     fn options(&self) -> AdminOptions {
         AdminOptions::new()
             .operation_timeout(Some(self.timeout))
@@ -161,27 +195,23 @@ impl KafkaAdmin {
     /// The existing topics among `names`, with the configuration keys in
     /// `keys`.
     pub async fn describe(
-        &self,
-        names: &[&str],
+        self: &Arc<Self>,
+        names: &[String],
         keys: &[&str],
     ) -> Result<HashMap<String, ExistingTopic>, TopicError> {
-        let metadata = self
-            .admin
-            .inner()
-            .fetch_metadata(None, self.timeout)
-            .map_err(err("fetching metadata"))?;
-        let mut out = HashMap::new();
-        for t in metadata.topics() {
-            if names.contains(&t.name()) && t.error().is_none() {
-                out.insert(
-                    t.name().to_string(),
+        let mut out: HashMap<String, ExistingTopic> = partitions(self, names)
+            .await?
+            .into_iter()
+            .map(|(name, partitions)| {
+                (
+                    name,
                     ExistingTopic {
-                        partitions: i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                        partitions,
                         config: BTreeMap::new(),
                     },
-                );
-            }
-        }
+                )
+            })
+            .collect();
         let specs: Vec<ResourceSpecifier> = out
             .keys()
             .map(|n| ResourceSpecifier::Topic(n.as_str()))
@@ -219,30 +249,41 @@ impl KafkaAdmin {
     /// Carries out `plan` (never the refused part). Returns a line per change.
     pub async fn execute(&self, plan: &TopicPlan) -> Result<Vec<String>, TopicError> {
         let mut done = Vec::new();
-        for d in &plan.create {
-            let mut t = NewTopic::new(
-                &d.name,
-                d.partitions,
-                TopicReplication::Fixed(d.replication_factor),
-            );
-            for (k, v) in &d.config {
-                t = t.set(k, v);
-            }
+        // One request creates them all: KRaft answers once each is created.
+        let new: Vec<NewTopic> = plan
+            .create
+            .iter()
+            .map(|d| {
+                d.config.iter().fold(
+                    NewTopic::new(
+                        &d.name,
+                        d.partitions,
+                        TopicReplication::Fixed(d.replication_factor),
+                    ),
+                    |t, (k, v)| t.set(k, v),
+                )
+            })
+            .collect();
+        if !new.is_empty() {
             let results = self
                 .admin
-                .create_topics([&t], &self.options())
+                .create_topics(new.iter(), &self.options())
                 .await
-                .map_err(err(format!("creating {}", d.name)))?;
+                .map_err(err("creating topics"))?;
             for r in results {
                 match r {
-                    Ok(_) => done.push(format!(
-                        "created topic {} with {} partitions",
-                        d.name, d.partitions
-                    )),
+                    Ok(name) => {
+                        let partitions = plan
+                            .create
+                            .iter()
+                            .find(|d| d.name == name)
+                            .map_or(0, |d| d.partitions);
+                        done.push(format!("created topic {name} with {partitions} partitions"));
+                    }
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => {
+                    Err((name, code)) => {
                         return Err(TopicError {
-                            what: format!("creating {}", d.name),
+                            what: format!("creating {name}"),
                             source: KafkaError::AdminOp(code),
                         });
                     }

@@ -3,7 +3,9 @@
 //! deletion. It skips an apply when the object is exactly as this process
 //! last applied it (same desired content, and its own managedFields entry
 //! unchanged since), so an idle
-//! operator makes no writes; every write it does make is counted.
+//! operator makes no writes; every write it does make is counted. What the
+//! objects look like now comes from the watch caches ([`Children`]), so an
+//! idle operator makes no reads for them either.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -12,7 +14,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -21,6 +23,7 @@ use serde_json::json;
 
 use super::DesiredDeployment;
 use super::names::{HANDOVER_MANAGER, MANAGER};
+use crate::children::Children;
 use crate::metrics::Metrics;
 
 /// What this process last applied to an object: the hash of the desired
@@ -30,6 +33,7 @@ type Applied = HashMap<String, (u64, String)>;
 /// Applies objects and remembers what it applied.
 pub struct Applier {
     client: Client,
+    children: Children,
     metrics: Metrics,
     applied: Mutex<Applied>,
 }
@@ -54,7 +58,7 @@ pub fn owns_replicas(fields: &[ManagedFieldsEntry], manager: &str) -> bool {
 /// (an HPA's replicas, any status) leave it alone; a change to one of the
 /// operator's fields takes the field away and changes it. Falls back to the
 /// resourceVersion.
-fn version_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+fn version_of(meta: &ObjectMeta) -> Option<String> {
     let ours = meta.managed_fields.iter().flatten().find(|f| {
         f.manager.as_deref() == Some(MANAGER)
             && f.operation.as_deref() == Some("Apply")
@@ -74,9 +78,10 @@ fn content_hash<T: Serialize>(obj: &T) -> u64 {
 
 impl Applier {
     /// An applier writing through `client`.
-    pub fn new(client: Client, metrics: Metrics) -> Self {
+    pub fn new(client: Client, children: Children, metrics: Metrics) -> Self {
         Self {
             client,
+            children,
             metrics,
             applied: Mutex::new(HashMap::new()),
         }
@@ -93,6 +98,23 @@ impl Applier {
     fn remember(&self, key: String, hash: u64, rv: Option<String>) {
         if let (Ok(mut m), Some(rv)) = (self.applied.lock(), rv) {
             m.insert(key, (hash, rv));
+        }
+    }
+
+    /// The metadata of `name` as it is now: from the cache when the kind
+    /// is cached, else from the apiserver.
+    async fn current<K>(
+        &self,
+        api: &Api<K>,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        match self.children.meta(K::kind(&()).as_ref(), ns, name) {
+            Some(cached) => Ok(cached),
+            None => Ok(api.get_metadata_opt(name).await?.map(|m| m.metadata)),
         }
     }
 
@@ -120,8 +142,8 @@ impl Applier {
         if let Some((last_hash, last_rv)) = self.remembered(&key)
             && last_hash == hash
         {
-            let current = api.get_metadata_opt(&name).await?;
-            if current.as_ref().and_then(|m| version_of(&m.metadata)) == Some(last_rv) {
+            let current = self.current(&api, ns, &name).await?;
+            if current.as_ref().and_then(version_of) == Some(last_rv) {
                 return Ok(false);
             }
         }
@@ -149,7 +171,7 @@ impl Applier {
         if d.hpa_scaled {
             let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
             let name = d.deployment.name_any();
-            if let Some(current) = api.get_opt(&name).await?
+            if let Some(current) = self.children.deployment(ns, &name)
                 && owns_replicas(current.managed_fields(), MANAGER)
             {
                 let replicas = current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -182,9 +204,20 @@ impl Applier {
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        if api.get_metadata_opt(name).await?.is_none() {
+        if self.current(&api, ns, name).await?.is_none() {
             return Ok(false);
         }
+        self.remove(&api, ns, name).await
+    }
+
+    /// Deletes `name`, known to exist. Returns whether it deleted.
+    async fn remove<K>(&self, api: &Api<K>, ns: &str, name: &str) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
         self.metrics.api_write(K::kind(&()).as_ref(), "delete");
         self.forget(&Self::key::<K>(ns, name));
         match api.delete(name, &DeleteParams::background()).await {
@@ -208,7 +241,7 @@ impl Applier {
             .await?;
         let mut n = 0;
         for item in list.items {
-            if self.delete::<K>(ns, &item.name_any()).await? {
+            if self.remove(&api, ns, &item.name_any()).await? {
                 n += 1;
             }
         }

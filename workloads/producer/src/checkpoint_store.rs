@@ -24,6 +24,23 @@ pub enum CheckpointReadError {
         #[source]
         source: KafkaError,
     },
+    /// The records up to the end could not all be read in time: what was
+    /// read may not hold the newest checkpoint, so none is returned.
+    #[error(
+        "reading checkpoint topic {topic} partition {partition}: reached offset {reached:?} of {to} within {timeout:?}"
+    )]
+    Incomplete {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The consumer's position when time ran out.
+        reached: Option<i64>,
+        /// The end it had to reach.
+        to: i64,
+        /// The time allowed.
+        timeout: Duration,
+    },
     /// A checkpoint record is not valid JSON of the expected shape.
     #[error("checkpoint record at {topic} offset {offset} is malformed: {source}")]
     Malformed {
@@ -56,6 +73,8 @@ pub fn read_latest(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
+        // Records are there to read: do not let the broker wait for more.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(kafka)?;
     let metadata = consumer
@@ -73,46 +92,97 @@ pub fn read_latest(
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(kafka)?;
-        if high <= low {
-            continue;
+        let range = Range {
+            topic,
+            partition,
+            from: low,
+            to: high,
+        };
+        if let Some(cp) = scan(&consumer, &range, source, timeout)? {
+            latest = Some(cp);
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(kafka)?;
-        consumer.assign(&tpl).map_err(kafka)?;
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                if std::time::Instant::now() > deadline {
-                    break;
-                }
-                // No more committed records before the watermark: the rest are
-                // transaction markers or aborted.
-                let pos = consumer.position().ok().and_then(|p| {
-                    p.find_partition(topic, partition)
-                        .and_then(|e| e.offset().to_raw())
-                });
-                if pos.is_some_and(|o| o >= high) {
-                    break;
-                }
-                continue;
-            };
-            let msg = msg.map_err(kafka)?;
-            if let (Some(key), Some(payload)) = (msg.key(), msg.payload())
-                && key == source.as_bytes()
-            {
-                let cp: Checkpoint = serde_json::from_slice(payload).map_err(|e| {
-                    CheckpointReadError::Malformed {
-                        topic: topic.to_string(),
-                        offset: msg.offset(),
-                        source: e,
-                    }
-                })?;
-                latest = Some(cp);
-            }
-            if msg.offset() + 1 >= high {
+    }
+    Ok(latest)
+}
+
+/// Offsets `[from, to)` of one partition of a checkpoint topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Range<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// First offset to read (the low watermark for the whole partition).
+    pub from: i64,
+    /// Where to stop: the last stable offset, read beforehand.
+    pub to: i64,
+}
+
+/// The last checkpoint of `source` among the committed records of `range`,
+/// read through `consumer`, which must use `read_committed`; the consumer's
+/// assignment is replaced. Reading from the previous end of a partition
+/// finds the newest checkpoint without reading the partition again.
+///
+/// Blocking: call it from `spawn_blocking`.
+pub fn scan(
+    consumer: &BaseConsumer,
+    range: &Range<'_>,
+    source: &str,
+    timeout: Duration,
+) -> Result<Option<Checkpoint>, CheckpointReadError> {
+    let topic = range.topic;
+    let kafka = |source| CheckpointReadError::Kafka {
+        topic: topic.to_string(),
+        source,
+    };
+    if range.to <= range.from {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, range.partition, Offset::Offset(range.from))
+        .map_err(kafka)?;
+    consumer.assign(&tpl).map_err(kafka)?;
+    let mut latest = None;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let Some(msg) = consumer.poll(Duration::from_millis(50)) else {
+            // No record: done when the position is at the end (the rest were
+            // transaction markers or aborted records).
+            let pos = consumer.position().ok().and_then(|p| {
+                p.find_partition(topic, range.partition)
+                    .and_then(|e| e.offset().to_raw())
+            });
+            if pos.is_some_and(|o| o >= range.to) {
                 break;
             }
+            if std::time::Instant::now() > deadline {
+                return Err(CheckpointReadError::Incomplete {
+                    topic: topic.to_string(),
+                    partition: range.partition,
+                    reached: pos,
+                    to: range.to,
+                    timeout,
+                });
+            }
+            continue;
+        };
+        let msg = msg.map_err(kafka)?;
+        if msg.partition() != range.partition {
+            continue;
+        }
+        if let (Some(key), Some(payload)) = (msg.key(), msg.payload())
+            && key == source.as_bytes()
+        {
+            let cp: Checkpoint =
+                serde_json::from_slice(payload).map_err(|e| CheckpointReadError::Malformed {
+                    topic: topic.to_string(),
+                    offset: msg.offset(),
+                    source: e,
+                })?;
+            latest = Some(cp);
+        }
+        if msg.offset() + 1 >= range.to {
+            break;
         }
     }
     Ok(latest)

@@ -6,9 +6,13 @@
 //! source (a zombie can no longer commit).
 //!
 //! Batching trades latency for throughput: a Kafka transaction closes when it
-//! holds `batch_max_records` records or has been open `batch_linger`. Memory is
-//! bounded by the reader's channel and librdkafka's queue limits: when the
-//! queue is full, sending waits, which in turn slows the reader.
+//! holds `batch_max_records` records or has been open `batch_linger`. When the
+//! linger runs out, the chunks already queued by then are still taken, without
+//! waiting, up to `batch_max_records`: under load, closing a batch while its
+//! successors wait in the channel would only make more, smaller transactions,
+//! fill the channel and stall the reader. Memory is bounded by the reader's
+//! channel and librdkafka's queue limits: when the queue is full, sending
+//! waits, which in turn slows the reader.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +83,32 @@ async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
 
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> PublishError {
     move |source| PublishError::Kafka { op, source }
+}
+
+/// What the batch loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Wait up to this long (what is left of the linger) for another chunk.
+    Wait(Duration),
+    /// Take a chunk that is already queued, without waiting.
+    TakeQueued,
+    /// Close the batch and commit it.
+    Close,
+}
+
+/// The batch loop's decision for a batch holding `records` records, with
+/// `linger_left` of its linger left and, once that is zero, `queued` chunks
+/// left of those that were queued when the linger ran out. Pure.
+fn next_step(records: usize, max_records: usize, linger_left: Duration, queued: usize) -> Step {
+    if records >= max_records {
+        Step::Close
+    } else if !linger_left.is_zero() {
+        Step::Wait(linger_left)
+    } else if queued > 0 {
+        Step::TakeQueued
+    } else {
+        Step::Close
+    }
 }
 
 /// The transactional Kafka publisher.
@@ -169,17 +199,51 @@ impl Publisher {
             position::advance(&mut next, &first.progress)?;
             batch.push(first);
             let mut records: usize = batch[0].records.len();
-            while records < self.settings.batch_max_records {
-                let remaining = self.settings.batch_linger.saturating_sub(opened.elapsed());
-                if remaining.is_zero() {
-                    break;
-                }
-                let more = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => None,
-                    c = tokio::time::timeout(remaining, rx.recv()) => c.ok().flatten(),
+            // Chunks that were queued when the linger ran out and that the
+            // batch has not taken yet; `None` while it lingers. Counting them
+            // once bounds the batch even when the reader refills the channel
+            // as fast as it is emptied (e.g. records-less chunks).
+            let mut queued: Option<usize> = None;
+            loop {
+                let linger_left = self.settings.batch_linger.saturating_sub(opened.elapsed());
+                let queued_left = if linger_left.is_zero() {
+                    *queued.get_or_insert_with(|| rx.len())
+                } else {
+                    0
                 };
-                let Some(chunk) = more else { break };
+                let step = next_step(
+                    records,
+                    self.settings.batch_max_records,
+                    linger_left,
+                    queued_left,
+                );
+                let chunk = match step {
+                    Step::Close => break,
+                    Step::Wait(wait) => {
+                        let got = tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break,
+                            c = tokio::time::timeout(wait, rx.recv()) => c,
+                        };
+                        match got {
+                            Ok(Some(chunk)) => chunk,
+                            // The reader is gone.
+                            Ok(None) => break,
+                            // The linger ran out: take what is queued.
+                            Err(_elapsed) => continue,
+                        }
+                    }
+                    Step::TakeQueued => {
+                        if shutdown.is_cancelled() {
+                            break;
+                        }
+                        queued = Some(queued_left - 1);
+                        match rx.try_recv() {
+                            Ok(chunk) => chunk,
+                            Err(_) => break,
+                        }
+                    }
+                };
                 position::advance(&mut next, &chunk.progress)?;
                 records += chunk.records.len();
                 batch.push(chunk);
@@ -276,5 +340,35 @@ impl Publisher {
                 Err((e, _)) => return Err(kafka("send")(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_young_batch_waits_for_what_is_left_of_the_linger() {
+        assert_eq!(next_step(1, 100, 3 * MS, 0), Step::Wait(3 * MS));
+        assert_eq!(next_step(1, 100, 3 * MS, 5), Step::Wait(3 * MS));
+    }
+
+    #[test]
+    fn after_the_linger_the_queued_chunks_are_taken_before_closing() {
+        // The regression: the batch closed here while chunks were queued.
+        assert_eq!(next_step(1, 100, Duration::ZERO, 5), Step::TakeQueued);
+        assert_eq!(next_step(99, 100, Duration::ZERO, 1), Step::TakeQueued);
+        // Records-less chunks (position moves) are taken too.
+        assert_eq!(next_step(0, 100, Duration::ZERO, 1), Step::TakeQueued);
+        assert_eq!(next_step(1, 100, Duration::ZERO, 0), Step::Close);
+    }
+
+    #[test]
+    fn a_full_batch_closes_whatever_is_queued_or_left_of_the_linger() {
+        assert_eq!(next_step(100, 100, Duration::ZERO, 5), Step::Close);
+        assert_eq!(next_step(150, 100, Duration::ZERO, 5), Step::Close);
+        assert_eq!(next_step(100, 100, 3 * MS, 0), Step::Close);
     }
 }
