@@ -28,6 +28,15 @@ pub struct Config {
         default_value_t = 16
     )]
     pub max_concurrent_reconciles: u16,
+    /// Most status refreshes a second, over all pipelines: with more
+    /// pipelines than this covers in one status interval, the interval
+    /// stretches (0: no bound).
+    #[arg(
+        long,
+        env = "PAYSTREAM_MAX_STATUS_REFRESHES_PER_SEC",
+        default_value_t = 25.0
+    )]
+    pub max_status_refreshes_per_sec: f64,
     /// Image tag of the workloads' default images.
     #[arg(long, env = "PAYSTREAM_IMAGE_TAG", default_value = env!("CARGO_PKG_VERSION"))]
     pub image_tag: String,

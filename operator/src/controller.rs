@@ -11,7 +11,7 @@
 //! outages back off.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -40,6 +40,8 @@ use crate::reconcile::apply::Applier;
 use crate::reconcile::names::{self, MANAGER, Workload};
 use crate::reconcile::validate::{Validated, validate};
 use crate::reconcile::{self, BuildError, BuildInputs, env};
+use crate::refresh::next_refresh;
+use crate::secret_versions::SecretVersions;
 use crate::status::{self, Observation, Problem, Replicas};
 use crate::topics;
 
@@ -92,6 +94,8 @@ pub struct Settings {
     /// apiserver requests; unbounded, a thousand pipelines exhaust the
     /// machine).
     pub max_concurrent_reconciles: u16,
+    /// Most status refreshes a second over all pipelines (0: no bound).
+    pub max_status_refreshes_per_sec: f64,
 }
 
 /// What every reconcile shares.
@@ -99,6 +103,9 @@ pub struct Context {
     client: Client,
     children: Children,
     kafka: KafkaClients,
+    secret_versions: SecretVersions,
+    /// The controller's cache of PaymentPipelines, set when it starts.
+    pipelines: OnceLock<reflector::Store<PaymentPipeline>>,
     applier: Applier,
     metrics: Metrics,
     recorder: Recorder,
@@ -127,7 +134,13 @@ impl Context {
         Self {
             applier: Applier::new(client.clone(), children.clone(), metrics.clone()),
             kafka: KafkaClients::new(settings.kafka_timeout),
+            // Well within a status interval: a rotation rolls the pods
+            // within one.
+            secret_versions: SecretVersions::new(
+                (settings.status_interval / 3).min(Duration::from_secs(5)),
+            ),
             children,
+            pipelines: OnceLock::new(),
             client,
             metrics,
             recorder,
@@ -148,6 +161,17 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &p.object_ref(&())).await {
             tracing::warn!(error = %e, "cannot publish an Event");
         }
+    }
+
+    /// The delay until `key`'s next status refresh.
+    fn refresh_in(&self, key: &str) -> Duration {
+        let count = self.pipelines.get().map_or(1, |s| s.len());
+        next_refresh(
+            self.settings.status_interval,
+            count,
+            self.settings.max_status_refreshes_per_sec,
+            key,
+        )
     }
 
     fn kafka_backoff(&self, key: &str, failed: bool) -> Option<Duration> {
@@ -192,6 +216,7 @@ struct Dereferenced {
 /// versions, and returns the Kafka SASL credentials the operator needs.
 async fn dereference(
     secrets: &Api<Secret>,
+    cache: &SecretVersions,
     v: &Validated,
     problems: &mut Vec<Problem>,
 ) -> Result<Dereferenced, kube::Error> {
@@ -223,8 +248,7 @@ async fn dereference(
         if out.versions.contains_key(&name) {
             continue;
         }
-        if let Some(meta) = secrets.get_metadata_opt(&name).await? {
-            let version = meta.metadata.resource_version.unwrap_or_default();
+        if let Some(version) = cache.get(secrets, &v.namespace, &name).await? {
             out.versions.insert(name, version);
         } else {
             problems.push(Problem::new(
@@ -478,7 +502,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
         paused: p.spec.paused,
         ..Default::default()
     };
-    let mut requeue = ctx.settings.status_interval;
+    let mut requeue = ctx.refresh_in(&key);
     let validated = match validate(&p) {
         Ok(v) => v,
         Err(problems) => {
@@ -495,7 +519,13 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
     };
     ctx.children.ready().await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let deref = dereference(&secrets, &validated, &mut obs.problems).await?;
+    let deref = dereference(
+        &secrets,
+        &ctx.secret_versions,
+        &validated,
+        &mut obs.problems,
+    )
+    .await?;
     let kafka = kafka_step(
         &ctx,
         &validated,
@@ -564,7 +594,9 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
     {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         let mut ignored = Vec::new();
-        let sasl = dereference(&secrets, &v, &mut ignored).await?.sasl;
+        let sasl = dereference(&secrets, &ctx.secret_versions, &v, &mut ignored)
+            .await?
+            .sasl;
         let cluster = ctx
             .kafka
             .get(&topics::client_config(&v.spec.kafka, sasl))
@@ -592,6 +624,12 @@ pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Act
     if p.metadata.deletion_timestamp.is_none() && !p.finalizers().iter().any(|f| f == FINALIZER) {
         ctx.metrics.api_write("PaymentPipeline", "finalizer");
     }
+    // The finalizer helper only adds the finalizer on a first reconcile;
+    // the children are applied in the same pass, not after another trip
+    // through the queue.
+    let first =
+        p.metadata.deletion_timestamp.is_none() && !p.finalizers().iter().any(|f| f == FINALIZER);
+    let object = p.clone();
     let c = ctx.clone();
     let result = finalizer(&api, FINALIZER, p, |event| async move {
         match event {
@@ -599,8 +637,18 @@ pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Act
             Finalizer::Cleanup(p) => reconcile_cleanup(p, c).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // A reconcile queued before the finalizer came off, run on the
+        // cached object after it was deleted: the cleanup is done.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        Ok(_) if first => reconcile_apply(object, ctx.clone()).await,
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics.reconciled(start.elapsed());
     result
 }
@@ -630,6 +678,8 @@ pub async fn run(
         .list_metadata(&ListParams::default().limit(1))
         .await?;
     let (reader, writer) = reflector::store();
+    // The only place the store is set; a second run keeps the first's.
+    let _ = ctx.pipelines.set(reader.clone());
     let trigger = watcher(pipelines, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)

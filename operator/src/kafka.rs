@@ -57,7 +57,8 @@ impl Cluster {
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
+            // Checkpoint scans end at the end-of-partition event.
+            .set("enable.partition.eof", "true")
             // Checkpoint scans read what is there: no broker-side wait.
             .set("fetch.wait.max.ms", "10")
             .create()?;

@@ -5,9 +5,11 @@
 //! Pure modules turn data into data: [`crd`] (the resource's types),
 //! [`reconcile::validate`] and the builders under [`reconcile`] (a pipeline to
 //! Kubernetes objects), [`topics::plan`] (what to do to Kafka), [`status`]
-//! (conditions and phase) and [`leader::decide`]. The I/O modules only move
+//! (conditions and phase), [`refresh`] (when to refresh next) and
+//! [`leader::decide`]. The I/O modules only move
 //! data: [`reconcile::apply`] (server-side apply), [`children`] (the watch
-//! caches of what it applied), [`kafka`] (Kafka clients shared per cluster),
+//! caches of what it applied), [`secret_versions`] (the Secrets'
+//! versions, briefly cached), [`kafka`] (Kafka clients shared per cluster),
 //! [`topics`], [`observe`] and [`group_offsets`] (Kafka), [`leader`] (the
 //! Lease), [`apiclient`] (the Kubernetes client, every request counted). [`controller`] wires them into a kube-rs
 //! controller.
@@ -23,5 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod refresh;
+pub mod secret_versions;
 pub mod status;
 pub mod topics;

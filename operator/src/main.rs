@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
             kafka_timeout: config.kafka_timeout(),
             image_tag: config.image_tag.clone(),
             max_concurrent_reconciles: config.max_concurrent_reconciles,
+            max_status_refreshes_per_sec: config.max_status_refreshes_per_sec,
         },
         identity,
     ));

@@ -72,7 +72,8 @@ pub fn read_latest(
         .set("group.id", format!("{source}-checkpoint-reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
+        // The end of the range is known by the end-of-partition event.
+        .set("enable.partition.eof", "true")
         // Records are there to read: do not let the broker wait for more.
         .set("fetch.wait.max.ms", "10")
         .create()
@@ -119,8 +120,9 @@ pub struct Range<'a> {
 }
 
 /// The last checkpoint of `source` among the committed records of `range`,
-/// read through `consumer`, which must use `read_committed`; the consumer's
-/// assignment is replaced. Reading from the previous end of a partition
+/// read through `consumer`, which must use `read_committed` and
+/// `enable.partition.eof` (the end-of-partition event ends the read); the
+/// consumer's assignment is replaced. Reading from the previous end of a partition
 /// finds the newest checkpoint without reading the partition again.
 ///
 /// Blocking: call it from `spawn_blocking`.
@@ -166,7 +168,16 @@ pub fn scan(
             }
             continue;
         };
-        let msg = msg.map_err(kafka)?;
+        let msg = match msg {
+            Ok(m) => m,
+            // The fetcher reached the partition's end, which is at or past
+            // `to` (the end read before): everything in range was delivered,
+            // including when the last records are transaction markers,
+            // which move no position.
+            Err(KafkaError::PartitionEOF(p)) if p == range.partition => break,
+            Err(KafkaError::PartitionEOF(_)) => continue,
+            Err(e) => return Err(kafka(e)),
+        };
         if msg.partition() != range.partition {
             continue;
         }

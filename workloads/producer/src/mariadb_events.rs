@@ -32,6 +32,18 @@ pub const GTID_LIST_EVENT: u8 = 0xA3;
 /// MariaDB START_ENCRYPTION event: the rest of the file is encrypted.
 pub const START_ENCRYPTION_EVENT: u8 = 0xA4;
 
+/// True for the events a server sends as soon as a binlog dump starts,
+/// before it has found the requested position: the (fake) rotate, the
+/// format description, the GTID list and the binlog checkpoint. Receiving
+/// only these proves nothing about the connection's health (a server still
+/// scanning for a GTID sends them, then may drop the connection). Pure.
+pub fn is_preamble(event_type: u8) -> bool {
+    event_type == EventType::ROTATE_EVENT as u8
+        || event_type == EventType::FORMAT_DESCRIPTION_EVENT as u8
+        || event_type == GTID_LIST_EVENT
+        || event_type == BINLOG_CHECKPOINT_EVENT
+}
+
 /// `flags2`: the group has no terminating COMMIT/XID event (e.g. DDL).
 pub const FL_STANDALONE: u8 = 0x01;
 /// `flags2`: a group-commit id follows the flags.
@@ -410,6 +422,27 @@ mod tests {
     use super::*;
     use mysql_async::binlog::BinlogVersion;
     use mysql_async::binlog::events::FormatDescriptionEvent;
+
+    #[test]
+    fn only_the_dump_preamble_is_preamble() {
+        for t in [
+            EventType::ROTATE_EVENT as u8,
+            EventType::FORMAT_DESCRIPTION_EVENT as u8,
+            GTID_LIST_EVENT,
+            BINLOG_CHECKPOINT_EVENT,
+        ] {
+            assert!(is_preamble(t), "{t:#x}");
+        }
+        for t in [
+            GTID_EVENT,
+            EventType::HEARTBEAT_EVENT as u8,
+            EventType::TABLE_MAP_EVENT as u8,
+            EventType::XID_EVENT as u8,
+            EventType::QUERY_EVENT as u8,
+        ] {
+            assert!(!is_preamble(t), "{t:#x}");
+        }
+    }
 
     /// The body of the DDL GTID event in MariaDB's documentation
     /// (`GTID 0-10124-9883 ddl`), CRC stripped.

@@ -292,6 +292,7 @@ impl Reader {
         tracing::info!(gtid = %position.gtid, "streaming binlog");
 
         let mut current_db = String::new();
+        let mut past_preamble = false;
         loop {
             let next = tokio::select! {
                 biased;
@@ -315,6 +316,14 @@ impl Reader {
             };
             if !self.ready.is_ready() {
                 self.ready.set(true);
+            }
+            // The backoff starts again only once the stream is past the
+            // server's preamble: a connection that is dropped while the
+            // server still seeks the position (e.g. by another replica with
+            // the same server id) must keep backing off, or two instances
+            // kick each other off every 100 ms and neither gets anywhere.
+            if !past_preamble && !mariadb_events::is_preamble(event.header().event_type_raw()) {
+                past_preamble = true;
                 *backoff = Duration::from_millis(100);
             }
             if let Err(e) = mariadb_events::verify_checksum(&event) {
