@@ -363,7 +363,15 @@ async fn a_standby_operator_takes_over_after_kill_9() -> Result<()> {
         |d: Option<&Deployment>| d.is_some(),
     )
     .await?;
-    ensure!(metric(a_port, "paystream_operator_reconciles_total").await? >= 1.0);
+    // The reconcile that created it is counted when it ends.
+    poll_until(
+        "op-a counts its reconcile",
+        Duration::from_secs(30),
+        || async {
+            Ok((metric(a_port, "paystream_operator_reconciles_total").await? >= 1.0).then_some(()))
+        },
+    )
+    .await?;
     ensure!(
         http_status(a_port, "/readyz").await? == 200,
         "op-a not ready"
