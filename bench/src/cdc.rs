@@ -325,7 +325,8 @@ async fn delete_topics_with_prefix(stack: &Stack, prefix: &str) -> anyhow::Resul
     Ok(())
 }
 
-fn plain_consumer(stack: &Stack) -> anyhow::Result<BaseConsumer> {
+/// A `read_committed` consumer of the stack's Kafka with a fresh group.
+pub(crate) fn plain_consumer(stack: &Stack) -> anyhow::Result<BaseConsumer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", &stack.kafka_bootstrap)
         .set("group.id", unique_name("bench"))
@@ -336,7 +337,7 @@ fn plain_consumer(stack: &Stack) -> anyhow::Result<BaseConsumer> {
 }
 
 /// The partitions of `topic`, waiting up to `deadline` for it to exist.
-fn partitions(
+pub(crate) fn partitions(
     consumer: &BaseConsumer,
     topic: &str,
     deadline: Duration,

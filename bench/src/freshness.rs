@@ -37,8 +37,7 @@ use paystream_core::readmodel::Keys;
 use paystream_testkit::cdc::Scratch;
 use paystream_testkit::process::{Service, free_port};
 use paystream_testkit::{Stack, repo_root, unique_name, wait_for};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
@@ -46,6 +45,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use crate::cdc::{partitions, plain_consumer};
 use crate::mysql::admin;
 use crate::report::{percentile, write};
 
@@ -634,30 +634,8 @@ fn follow_kafka(
     by_id: ById,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka_bootstrap)
-        .set("group.id", unique_name("bench-fresh"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    let start = std::time::Instant::now();
-    let partitions = loop {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-        let ps: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if !ps.is_empty() {
-            break ps;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("topic {topic} did not appear");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let consumer = plain_consumer(stack)?;
+    let partitions = partitions(&consumer, topic, Duration::from_secs(60))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, p, Offset::End)?;
