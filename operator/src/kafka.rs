@@ -16,7 +16,7 @@ use paystream_core::checkpoint::Checkpoint;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 /// How long an unused cluster's clients are kept.
@@ -69,6 +69,18 @@ impl Cluster {
             checkpoints: Mutex::new(HashMap::new()),
             timeout,
         })
+    }
+
+    /// The partition ids of `topic`, from the reader's metadata; none when
+    /// the topic does not exist. Blocking.
+    pub(crate) fn partition_ids(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
+        let metadata = self.reader.fetch_metadata(Some(topic), self.timeout)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
     }
 
     pub(crate) fn seen(&self, topic: &str) -> Option<SeenCheckpoint> {

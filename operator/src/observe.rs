@@ -60,13 +60,7 @@ fn checkpoint_blocking(
 ) -> Result<Option<Checkpoint>, ObserveError> {
     let topic = checkpoint_topic(prefix);
     let timeout = cluster.timeout;
-    let metadata = cluster.reader.fetch_metadata(Some(&topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = cluster.partition_ids(&topic)?;
     let mut seen = cluster.seen(&topic).unwrap_or_default();
     let mut ranges = Vec::new();
     for partition in partitions {
@@ -128,13 +122,8 @@ fn lag_blocking(cluster: &Cluster, group: &str, topics: &[String]) -> Result<i64
     let timeout = cluster.timeout;
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
-        let metadata = cluster.reader.fetch_metadata(Some(topic), timeout)?;
-        for t in metadata.topics() {
-            if t.name() == topic && t.error().is_none() {
-                for p in t.partitions() {
-                    partitions.add_partition(topic, p.id());
-                }
-            }
+        for p in cluster.partition_ids(topic)? {
+            partitions.add_partition(topic, p);
         }
     }
     if partitions.count() == 0 {

@@ -11,7 +11,6 @@ use rdkafka::admin::{
     AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -156,14 +155,9 @@ fn partitions_blocking(
 ) -> Result<HashMap<String, i32>, KafkaError> {
     let mut out = HashMap::new();
     for name in names {
-        let metadata = cluster.reader.fetch_metadata(Some(name), cluster.timeout)?;
-        for t in metadata.topics() {
-            if t.name() == name && t.error().is_none() && !t.partitions().is_empty() {
-                out.insert(
-                    name.clone(),
-                    i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
-                );
-            }
+        let ids = cluster.partition_ids(name)?;
+        if !ids.is_empty() {
+            out.insert(name.clone(), i32::try_from(ids.len()).unwrap_or(i32::MAX));
         }
     }
     Ok(out)
