@@ -57,8 +57,10 @@ pub struct Args {
     /// Seconds to wait after the last Ready before the idle window opens.
     #[arg(long, default_value_t = 10)]
     settle_secs: u64,
-    /// Give up waiting for Ready after this many seconds (per count).
-    #[arg(long, default_value_t = 300)]
+    /// Give up waiting for Ready after this many seconds (per count): room
+    /// for 1,000 pipelines on a busy 2-core machine, so the figure is
+    /// measured rather than cut off.
+    #[arg(long, default_value_t = 480)]
     ready_timeout_secs: u64,
     /// Give up waiting for the operator to delete the pipelines after this
     /// many seconds (then their finalizers are dropped and the topics swept).
@@ -344,6 +346,105 @@ fn read_proc(pid: u32) -> Option<ProcSample> {
         hwm_kib: proc_status_field(&status, "VmHWM")?,
         threads: proc_status_field(&status, "Threads").unwrap_or(0),
     })
+}
+
+/// The group a process's CPU is counted under in the ramp's breakdown,
+/// from its command line (NUL-separated `/proc/<pid>/cmdline`): the
+/// program's file name, with the JVMs told apart by their main class. Pure.
+pub fn process_group(cmdline: &str) -> Option<String> {
+    let mut args = cmdline.split('\0').filter(|a| !a.is_empty());
+    let program = args.next()?;
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if name == "java" {
+        let rest: Vec<&str> = args.collect();
+        let class = if rest.contains(&"kafka.Kafka") {
+            "kafka"
+        } else if rest.iter().any(|a| a.contains("debezium")) {
+            "debezium"
+        } else {
+            "java (other)"
+        };
+        return Some(class.to_string());
+    }
+    Some(name.to_string())
+}
+
+/// CPU clock ticks used so far by every process on the machine, summed by
+/// [`process_group`], plus the machine's busy ticks (all CPUs, from
+/// `/proc/stat`) under `"(machine busy)"`.
+fn cpu_by_group() -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let (Ok(cmdline), Ok(stat)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")),
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+        ) else {
+            continue;
+        };
+        if let (Some(group), Some(ticks)) = (process_group(&cmdline), proc_stat_cpu_ticks(&stat)) {
+            *out.entry(group).or_default() += ticks;
+        }
+    }
+    if let Some(busy) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| machine_busy_ticks(&s))
+    {
+        out.insert(MACHINE_BUSY.to_string(), busy);
+    }
+    out
+}
+
+const MACHINE_BUSY: &str = "(machine busy)";
+
+/// Busy clock ticks of all CPUs (user, nice, system, irq, softirq, steal)
+/// from the `cpu` line of `/proc/stat`. Pure.
+pub fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    Some(
+        f.iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum(),
+    )
+}
+
+/// Mean cores each group used between two [`cpu_by_group`] readings, the
+/// busiest first; groups under 0.01 cores are left out. A process that
+/// started in between counts all its ticks, and one that ended in between takes its ticks with it. Pure.
+pub fn cores_by_group(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    ticks_per_sec: f64,
+    secs: f64,
+) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = after
+        .iter()
+        .filter_map(|(k, a)| {
+            let b = before.get(k).copied().unwrap_or(0);
+            let cores = a.saturating_sub(b) as f64 / ticks_per_sec / secs;
+            (cores >= 0.01).then(|| (k.clone(), (cores * 100.0).round() / 100.0))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when unknown).
@@ -1110,6 +1211,7 @@ async fn measure(
         stop_topics.clone(),
     );
     let load_start = load_average();
+    let cpu0 = cpu_by_group();
     let t0 = Instant::now();
     let applied: Vec<(String, Instant)> = futures::stream::iter(0..count)
         .map(|i| {
@@ -1143,6 +1245,7 @@ async fn measure(
     let _ = tokio::task::spawn_blocking(move || topics_poll.join()).await;
     let p_ready = read_proc(operator.pid()).context("the operator died during the ramp")?;
     let load_ready = load_average();
+    let cpu_ready = cpu_by_group();
     let m_ready = operator.metrics().await?;
 
     // Where the time went.
@@ -1300,6 +1403,10 @@ async fn measure(
         },
         "milestones_s": milestones,
         "machine_load_1m": { "at_first_apply": load_start, "at_end_of_ramp": load_ready },
+        "ramp_cpu_cores_by_process": cores_by_group(&cpu0, &cpu_ready, env.ticks, ramp.as_secs_f64())
+            .into_iter()
+            .map(|(k, v)| json!({ "process": k, "cores": v }))
+            .collect::<Vec<_>>(),
         "operator": {
             "peak_rss_mib_vmhwm_ramp": mib(hwm_ramp as f64),
             "peak_rss_mib_vmhwm": mib(hwm_final as f64),
@@ -1587,6 +1694,32 @@ fn markdown(j: &Value) -> String {
     );
     row(
         &mut md,
+        "CPU during the ramp by process, mean cores (top 6)",
+        &|r| {
+            let parts: Vec<String> = r["ramp_cpu_cores_by_process"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .take(7)
+                        .map(|p| {
+                            format!(
+                                "{} {}",
+                                p["process"].as_str().unwrap_or("?"),
+                                fmt(&p["cores"])
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if parts.is_empty() {
+                "n/a".into()
+            } else {
+                parts.join(", ")
+            }
+        },
+    );
+    row(
+        &mut md,
         "reconciles during the ramp / per minute idle",
         &|r| {
             format!(
@@ -1767,6 +1900,50 @@ mod tests {
         assert_eq!(proc_status_field(status, "VmRSS"), Some(40960));
         assert_eq!(proc_status_field(status, "Threads"), Some(17));
         assert_eq!(proc_status_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn processes_are_grouped_by_program_and_main_class() {
+        assert_eq!(
+            process_group("/opt/k8s/bin/kube-apiserver\0--etcd-servers=x\0").as_deref(),
+            Some("kube-apiserver")
+        );
+        assert_eq!(
+            process_group("/usr/bin/java\0-Xmx1G\0kafka.Kafka\0server.properties\0").as_deref(),
+            Some("kafka")
+        );
+        assert_eq!(
+            process_group("java\0-cp\0/x/debezium-server.jar\0Main\0").as_deref(),
+            Some("debezium")
+        );
+        assert_eq!(process_group("").as_deref(), None);
+    }
+
+    #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 30 2 3 1 0 0\ncpu0 50 2 25 500 15 1 1 0 0 0\n";
+        assert_eq!(machine_busy_ticks(stat), Some(161));
+        assert_eq!(machine_busy_ticks("intr 1 2 3"), None);
+    }
+
+    #[test]
+    fn cores_by_group_ranks_the_busiest_first() {
+        let before = BTreeMap::from([("etcd".to_string(), 100u64), ("kwok".to_string(), 50)]);
+        let after = BTreeMap::from([
+            ("etcd".to_string(), 300u64),
+            ("kwok".to_string(), 450),
+            ("new".to_string(), 100),
+            ("quiet".to_string(), 0),
+        ]);
+        let got = cores_by_group(&before, &after, 100.0, 10.0);
+        assert_eq!(
+            got,
+            vec![
+                ("kwok".to_string(), 0.4),
+                ("etcd".to_string(), 0.2),
+                ("new".to_string(), 0.1)
+            ]
+        );
     }
 
     #[test]

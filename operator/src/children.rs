@@ -32,6 +32,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::reconcile::apply::compact_fields;
 use crate::reconcile::names::MANAGER;
 
 /// The caches.
@@ -194,10 +195,16 @@ fn signature(d: &Deployment) -> Signature {
 }
 
 /// Keeps of a child's metadata only what reconciles read: the operator's
-/// own managedFields entries (the rest can be many times their size).
+/// own managedFields entries (the rest can be many times their size), with
+/// their field sets compacted ([`compact_fields`]).
 fn prune_meta(meta: &mut ObjectMeta) {
     if let Some(fields) = meta.managed_fields.as_mut() {
         fields.retain(|f| f.manager.as_deref() == Some(MANAGER));
+        for f in fields.iter_mut() {
+            if let Some(v) = f.fields_v1.as_mut() {
+                v.0 = compact_fields(&v.0);
+            }
+        }
     }
     meta.annotations = None;
 }

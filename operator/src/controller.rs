@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -423,29 +424,38 @@ fn replicas(children: &Children, ns: &str, pipeline: &str) -> [Replicas; 3] {
     out
 }
 
+/// Applies every child in two rounds of concurrent requests: first what the
+/// workloads refer to (ServiceAccount, ConfigMap, Services, PDBs), then the
+/// Deployments and their HPAs, so no pod is created before its identity
+/// and configuration exist. Returns how many objects it wrote.
 async fn apply_all(
     ctx: &Context,
     ns: &str,
     desired: &reconcile::Desired,
 ) -> Result<usize, kube::Error> {
     let a = &ctx.applier;
+    let mut first: Vec<BoxFuture<'_, Result<bool, kube::Error>>> = vec![
+        a.apply(ns, &desired.service_account).boxed(),
+        a.apply(ns, &desired.config_map).boxed(),
+    ];
+    first.extend(desired.services.iter().map(|s| a.apply(ns, s).boxed()));
+    first.extend(desired.pdbs.iter().map(|p| a.apply(ns, p).boxed()));
+    let mut second: Vec<BoxFuture<'_, Result<bool, kube::Error>>> = desired
+        .deployments
+        .iter()
+        .map(|d| a.apply_deployment(ns, d).boxed())
+        .collect();
+    second.extend(desired.hpas.iter().map(|h| a.apply(ns, h).boxed()));
+    second.extend(
+        desired
+            .stale_hpas
+            .iter()
+            .map(|name| a.delete::<HorizontalPodAutoscaler>(ns, name).boxed()),
+    );
     let mut writes = 0usize;
-    writes += usize::from(a.apply(ns, &desired.service_account).await?);
-    writes += usize::from(a.apply(ns, &desired.config_map).await?);
-    for s in &desired.services {
-        writes += usize::from(a.apply(ns, s).await?);
-    }
-    for d in &desired.deployments {
-        writes += usize::from(a.apply_deployment(ns, d).await?);
-    }
-    for h in &desired.hpas {
-        writes += usize::from(a.apply(ns, h).await?);
-    }
-    for name in &desired.stale_hpas {
-        writes += usize::from(a.delete::<HorizontalPodAutoscaler>(ns, name).await?);
-    }
-    for p in &desired.pdbs {
-        writes += usize::from(a.apply(ns, p).await?);
+    for round in [first, second] {
+        let wrote = futures::future::try_join_all(round).await?;
+        writes += wrote.into_iter().filter(|w| *w).count();
     }
     Ok(writes)
 }
@@ -537,10 +547,19 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
     if let Some(backoff) = ctx.kafka_backoff(&key, kafka.unreachable) {
         requeue = backoff;
     }
-    for change in &kafka.changes {
+    for _ in &kafka.changes {
         ctx.metrics.topic_changed();
-        ctx.event(&p, EventType::Normal, "TopicChanged", change.clone())
-            .await;
+    }
+    if !kafka.changes.is_empty() {
+        // One Event for all of a reconcile's topic changes: a new pipeline
+        // costs one write, not one per topic.
+        ctx.event(
+            &p,
+            EventType::Normal,
+            "TopicChanged",
+            kafka.changes.join("; "),
+        )
+        .await;
     }
     obs.partitions = kafka.partitions;
     obs.checkpoint = kafka.checkpoint;
@@ -578,32 +597,23 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
     let ns = p.namespace().unwrap_or_default();
     let selector = names::pipeline_selector(&p.name_any());
     let a = &ctx.applier;
-    let mut removed = 0;
-    removed += a
-        .delete_labelled::<HorizontalPodAutoscaler>(&ns, &selector)
-        .await?;
-    removed += a
-        .delete_labelled::<PodDisruptionBudget>(&ns, &selector)
-        .await?;
-    removed += a.delete_labelled::<Deployment>(&ns, &selector).await?;
-    removed += a.delete_labelled::<Service>(&ns, &selector).await?;
-    removed += a.delete_labelled::<ConfigMap>(&ns, &selector).await?;
-    removed += a.delete_labelled::<ServiceAccount>(&ns, &selector).await?;
-    if p.spec.kafka.delete_topics_on_delete
-        && let Ok(v) = validate(&p)
-    {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        let mut ignored = Vec::new();
-        let sasl = dereference(&secrets, &ctx.secret_versions, &v, &mut ignored)
-            .await?
-            .sasl;
-        let cluster = ctx
-            .kafka
-            .get(&topics::client_config(&v.spec.kafka, sasl))
-            .map_err(topics::TopicError::connecting)?;
-        let desired = topics::desired(&v.spec.kafka, &v.change_topics);
-        let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
-        cluster.delete(&names).await?;
+    // The kinds are independent of each other and of the topics: one round
+    // of requests.
+    let children = futures::future::try_join_all([
+        a.delete_labelled::<HorizontalPodAutoscaler>(&ns, &selector)
+            .boxed(),
+        a.delete_labelled::<PodDisruptionBudget>(&ns, &selector)
+            .boxed(),
+        a.delete_labelled::<Deployment>(&ns, &selector).boxed(),
+        a.delete_labelled::<Service>(&ns, &selector).boxed(),
+        a.delete_labelled::<ConfigMap>(&ns, &selector).boxed(),
+        a.delete_labelled::<ServiceAccount>(&ns, &selector).boxed(),
+    ]);
+    let (removed, deleted_topics) = tokio::try_join!(
+        async { children.await.map_err(Error::from) },
+        delete_topics(&ctx, &p, &ns),
+    )?;
+    if let Some(names) = deleted_topics {
         ctx.event(
             &p,
             EventType::Normal,
@@ -612,8 +622,40 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
         )
         .await;
     }
+    let removed: usize = removed.into_iter().sum();
     tracing::info!(pipeline = %p.name_any(), removed, "cleaned up");
     Ok(Action::await_change())
+}
+
+/// Deletes the pipeline's topics when its spec asks for it; returns their
+/// names, or `None` when they are kept.
+async fn delete_topics(
+    ctx: &Context,
+    p: &PaymentPipeline,
+    ns: &str,
+) -> Result<Option<Vec<String>>, Error> {
+    if !p.spec.kafka.delete_topics_on_delete {
+        return Ok(None);
+    }
+    let Ok(v) = validate(p) else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut ignored = Vec::new();
+    let sasl = dereference(&secrets, &ctx.secret_versions, &v, &mut ignored)
+        .await?
+        .sasl;
+    let cluster = ctx
+        .kafka
+        .get(&topics::client_config(&v.spec.kafka, sasl))
+        .map_err(topics::TopicError::connecting)?;
+    let names: Vec<String> = topics::desired(&v.spec.kafka, &v.change_topics)
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.delete(&refs).await?;
+    Ok(Some(names))
 }
 
 /// One reconcile of one PaymentPipeline.
@@ -682,6 +724,7 @@ pub async fn run(
     let _ = ctx.pipelines.set(reader.clone());
     let trigger = watcher(pipelines, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(prune_pipeline)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -712,6 +755,42 @@ pub async fn run(
     Ok(())
 }
 
+/// Keeps of a cached PaymentPipeline what reconciles read: its
+/// managedFields and kubectl's copy of the last applied spec are dropped (at
+/// a thousand pipelines they were most of the cache).
+fn prune_pipeline(p: &mut PaymentPipeline) {
+    p.metadata.managed_fields = None;
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 fn obj_name(o: &ObjectRef<PaymentPipeline>) -> String {
     format!("{}/{}", o.namespace.as_deref().unwrap_or_default(), o.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn cached_pipelines_lose_managed_fields_and_kubectls_copy_only() {
+        let mut p = crate::reconcile::validate::tests::sample();
+        p.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        p.metadata.annotations = Some(
+            [(LAST_APPLIED, "{}"), ("team", "payments")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        );
+        p.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        prune_pipeline(&mut p);
+        assert!(p.metadata.managed_fields.is_none());
+        let a = p.metadata.annotations.as_ref().expect("annotations");
+        assert!(!a.contains_key(LAST_APPLIED));
+        assert_eq!(a.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(p.finalizers(), [FINALIZER.to_string()]);
+    }
 }

@@ -52,12 +52,41 @@ pub fn owns_replicas(fields: &[ManagedFieldsEntry], manager: &str) -> bool {
     })
 }
 
+/// The key under which [`compact_fields`] keeps its digest.
+const DIGEST: &str = "paystream:digest";
+
+/// The compact form of a managedFields entry's field set, as the watch
+/// caches keep the operator's own entries: a digest of the whole set, plus
+/// `f:spec.f:replicas` when the set has it ([`owns_replicas`] reads it). A
+/// Deployment's full set is kilobytes as a JSON tree, and a thousand
+/// pipelines have ten thousand children. Idempotent, so a cached (compact)
+/// entry and the apiserver's (full) one compare equal. Pure.
+pub fn compact_fields(fields: &serde_json::Value) -> serde_json::Value {
+    if fields.get(DIGEST).is_some() {
+        return fields.clone();
+    }
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(fields)
+        .unwrap_or_default()
+        .hash(&mut h);
+    let mut out = serde_json::Map::new();
+    out.insert(DIGEST.into(), json!(format!("{:016x}", h.finish())));
+    if fields
+        .get("f:spec")
+        .and_then(|s| s.get("f:replicas"))
+        .is_some()
+    {
+        out.insert("f:spec".into(), json!({ "f:replicas": {} }));
+    }
+    serde_json::Value::Object(out)
+}
+
 /// What identifies the state of the fields this operator owns in an object:
-/// its own managedFields entry (the set of fields and when they last
-/// changed). Another writer's changes to fields the operator does not own
-/// (an HPA's replicas, any status) leave it alone; a change to one of the
-/// operator's fields takes the field away and changes it. Falls back to the
-/// resourceVersion.
+/// its own managedFields entry (the set of fields, compacted, and when they
+/// last changed). Another writer's changes to fields the operator does not
+/// own (an HPA's replicas, any status) leave it alone; a change to one of
+/// the operator's fields takes the field away and changes it. Falls back to
+/// the resourceVersion.
 fn version_of(meta: &ObjectMeta) -> Option<String> {
     let ours = meta.managed_fields.iter().flatten().find(|f| {
         f.manager.as_deref() == Some(MANAGER)
@@ -65,7 +94,10 @@ fn version_of(meta: &ObjectMeta) -> Option<String> {
             && f.subresource.is_none()
     });
     match ours {
-        Some(f) => serde_json::to_string(&(&f.time, &f.fields_v1)).ok(),
+        Some(f) => {
+            let fields = f.fields_v1.as_ref().map(|v| compact_fields(&v.0));
+            serde_json::to_string(&(&f.time, &fields)).ok()
+        }
         None => meta.resource_version.clone(),
     }
 }
@@ -239,13 +271,10 @@ impl Applier {
         let list = api
             .list_metadata(&ListParams::default().labels(selector))
             .await?;
-        let mut n = 0;
-        for item in list.items {
-            if self.remove(&api, ns, &item.name_any()).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+        let removed =
+            futures::future::try_join_all(names.iter().map(|n| self.remove(&api, ns, n))).await?;
+        Ok(removed.into_iter().filter(|r| *r).count())
     }
 }
 
@@ -261,6 +290,34 @@ mod tests {
             fields_v1: Some(FieldsV1(fields)),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn compact_fields_keep_identity_and_replicas_ownership() {
+        let full = json!({ "f:spec": { "f:replicas": {}, "f:template": { "f:spec": {} } } });
+        let compact = compact_fields(&full);
+        assert_eq!(compact_fields(&compact), compact, "idempotent");
+        assert_ne!(
+            compact_fields(&json!({ "f:spec": { "f:replicas": {} } })),
+            compact,
+            "another field set, another digest"
+        );
+        let fields = vec![entry(MANAGER, "Apply", compact.clone())];
+        assert!(owns_replicas(&fields, MANAGER));
+        let without = compact_fields(&json!({ "f:spec": { "f:template": {} } }));
+        assert!(!owns_replicas(&[entry(MANAGER, "Apply", without)], MANAGER));
+
+        // The cache's compact entry and the apiserver's full one: same version.
+        let meta = |fields: serde_json::Value| ObjectMeta {
+            managed_fields: Some(vec![entry(MANAGER, "Apply", fields)]),
+            resource_version: Some("1".into()),
+            ..Default::default()
+        };
+        assert_eq!(version_of(&meta(full.clone())), version_of(&meta(compact)));
+        assert_ne!(
+            version_of(&meta(full)),
+            version_of(&meta(json!({ "f:metadata": {} })))
+        );
     }
 
     #[test]
