@@ -66,9 +66,15 @@ seed: stack-up ## Seed demo data (10,000 users; SEED_USERS to change)
 
 ## ---- Benchmarks (measure; never pass/fail) --------------------------------------
 
-.PHONY: bench bench-cdc bench-api bench-freshness bench-report
+.PHONY: bench bench-cdc bench-api bench-freshness bench-report bench-build
+# One package set for every part: cargo unifies features over the packages
+# of one build, so parts built with different sets rebuild each other's
+# shared crates (minutes each in a full run).
+export BENCH_PACKAGES := -p paystream-producer -p paystream-consumer -p paystream-api -p paystream-operator -p paystream-bench
+bench-build: toolchain ## Release build of everything the benchmarks run
+	$(CARGO) build --release --locked $(BENCH_PACKAGES)
 # Every part runs even when another fails; the report names what is missing.
-bench: toolchain stack-up ## Every benchmark (about 20 min on 2 cores), then bench/results/<date>.md with plots
+bench: bench-build stack-up ## Every benchmark (about 20 min on 2 cores), then bench/results/<date>.md with plots
 	@since=$$(date +%s); failed=""; \
 	for part in bench-api bench-cdc bench-freshness bench-operator; do \
 	  $(MAKE) --no-print-directory $$part BENCH_ARGS= || failed="$$failed $$part"; \
@@ -77,15 +83,13 @@ bench: toolchain stack-up ## Every benchmark (about 20 min on 2 cores), then ben
 	if [ -n "$$failed" ]; then echo "bench: failed:$$failed (the report says what is missing)" >&2; exit 1; fi
 bench-report: ## The combined report again, from the newest result of each part (any age)
 	python3 bench/report/report.py
-bench-cdc: toolchain stack-up ## CDC: paystream vs Debezium vs mariadb-binlog: drain rows/s, latency p50/p99, peak RSS
-	$(CARGO) build --release --locked -p paystream-producer -p paystream-bench
+bench-cdc: bench-build stack-up ## CDC: paystream vs Debezium vs mariadb-binlog: drain rows/s, latency p50/p99, peak RSS
 	$(CARGO_TARGET_DIR)/release/paystream-bench cdc $(BENCH_ARGS)
 
-bench-api: toolchain stack-up ## API: cached reads vs HTTP ceiling, MySQL, redis-benchmark at 100/1k/10k connections
+bench-api: bench-build stack-up ## API: cached reads vs HTTP ceiling, MySQL, redis-benchmark at 100/1k/10k connections
 	@bash bench/api/run.sh
 
-bench-freshness: toolchain stack-up ## Freshness: commit to visible through the API, p50/p99 at 1,000 and 5,000 rows/s
-	$(CARGO) build --release --locked -p paystream-producer -p paystream-consumer -p paystream-api -p paystream-bench
+bench-freshness: bench-build stack-up ## Freshness: commit to visible through the API, p50/p99 at 1,000 and 5,000 rows/s
 	$(CARGO_TARGET_DIR)/release/paystream-bench freshness $(BENCH_ARGS)
 
 .PHONY: bench-operator bench-cluster
@@ -107,8 +111,7 @@ bench-cluster:
 # says which one was in force.
 bench-operator: export CONTROLLER_MANAGER_KUBE_API_QPS ?= 200
 bench-operator: export CONTROLLER_MANAGER_KUBE_API_BURST ?= 400
-bench-operator: toolchain bench-cluster stack-up ## Operator: 100 and 1,000 PaymentPipelines: time to Ready, RSS, CPU, idle API requests
-	$(CARGO) build --release --locked -p paystream-operator -p paystream-bench
+bench-operator: bench-build bench-cluster stack-up ## Operator: 100 and 1,000 PaymentPipelines: time to Ready, RSS, CPU, idle API requests
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO_TARGET_DIR)/release/paystream-bench operator $(BENCH_ARGS)
 
 ## ---- Local stack: MariaDB, Kafka, Redis ---------------------------------------

@@ -55,8 +55,11 @@ if [ ! -x "$OHA" ]; then
 fi
 command -v redis-benchmark >/dev/null || { echo "bench-api: redis-benchmark is missing (apt-get install redis-tools)" >&2; exit 1; }
 
+# The same package set as make's bench-build (a no-op after it); alone,
+# just the API.
 echo "bench-api: building paystream-api (release)"
-cargo build --release --locked -p paystream-api
+# shellcheck disable=SC2086 # a list of -p flags
+cargo build --release --locked ${BENCH_PACKAGES:--p paystream-api}
 API_BIN="$CARGO_TARGET_DIR/release/paystream-api"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -306,7 +306,17 @@ impl Publisher {
         let timeout = self.settings.txn_timeout;
         let delivered = delivered(deliveries).await;
         let committed = match delivered {
-            Ok(()) => tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await?,
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || {
+                    // Our records are acknowledged, but the client may still
+                    // count one whose report it is handing out: the commit's
+                    // flush would then sleep in a 100 ms poll (1 to 2 % of
+                    // commits, the p99). Wait out that moment in short steps.
+                    await_drained(|| p.in_flight_count(), DRAIN_BUDGET);
+                    p.commit_transaction(timeout)
+                })
+                .await?
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = committed {
@@ -343,9 +353,40 @@ impl Publisher {
     }
 }
 
+/// How long a commit waits for the client's count of outstanding records
+/// to reach 0 before it commits anyway (and the client flushes).
+const DRAIN_BUDGET: Duration = Duration::from_millis(20);
+
+/// Waits, in 100 µs steps and at most `budget`, until `outstanding()` is 0;
+/// returns whether it got there. Blocking.
+fn await_drained(outstanding: impl Fn() -> i32, budget: Duration) -> bool {
+    let deadline = Instant::now() + budget;
+    loop {
+        if outstanding() <= 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drained_waits_for_zero_within_its_budget() {
+        let left = std::sync::atomic::AtomicI32::new(3);
+        let count = || {
+            left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(1)
+        };
+        assert!(await_drained(count, Duration::from_secs(1)));
+        assert!(!await_drained(|| 1, Duration::from_millis(2)));
+        assert!(await_drained(|| 0, Duration::ZERO));
+    }
 
     const MS: Duration = Duration::from_millis(1);
 
