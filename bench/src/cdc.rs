@@ -85,7 +85,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "paystream,debezium")]
     engines: Vec<EngineKind>,
     /// Measure every engine this many times; the report gives each run and the median.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     repeat: u32,
     /// Give up on a drain after this many seconds.
     #[arg(long, default_value_t = 1800)]
