@@ -240,11 +240,7 @@ impl Drop for Proc {
 
 /// `VmHWM` in KiB from the text of `/proc/<pid>/status`.
 fn vm_hwm_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    crate::operator::proc_status_field(status, "VmHWM")
 }
 
 /// The highest sequence number in a GTID position (`0-1-42,1-2-7` -> 42).

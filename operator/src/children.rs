@@ -16,7 +16,6 @@
 //! a wrong one (server-side apply is idempotent).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -32,7 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::reconcile::apply::compact_fields;
+use crate::reconcile::apply::{compact_fields, content_hash};
 use crate::reconcile::names::MANAGER;
 
 /// The caches.
@@ -181,16 +180,10 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Children, Watches) {
 type Signature = (Option<i32>, Option<i32>, u64);
 
 fn signature(d: &Deployment) -> Signature {
-    let mut h = DefaultHasher::new();
-    if let Some(fields) = d.metadata.managed_fields.as_ref() {
-        serde_json::to_string(fields)
-            .unwrap_or_default()
-            .hash(&mut h);
-    }
     (
         d.spec.as_ref().and_then(|s| s.replicas),
         d.status.as_ref().and_then(|s| s.available_replicas),
-        h.finish(),
+        content_hash(&d.metadata.managed_fields),
     )
 }
 

@@ -65,12 +65,11 @@ pub fn compact_fields(fields: &serde_json::Value) -> serde_json::Value {
     if fields.get(DIGEST).is_some() {
         return fields.clone();
     }
-    let mut h = DefaultHasher::new();
-    serde_json::to_string(fields)
-        .unwrap_or_default()
-        .hash(&mut h);
     let mut out = serde_json::Map::new();
-    out.insert(DIGEST.into(), json!(format!("{:016x}", h.finish())));
+    out.insert(
+        DIGEST.into(),
+        json!(format!("{:016x}", content_hash(fields))),
+    );
     if fields
         .get("f:spec")
         .and_then(|s| s.get("f:replicas"))
@@ -102,7 +101,8 @@ fn version_of(meta: &ObjectMeta) -> Option<String> {
     }
 }
 
-fn content_hash<T: Serialize>(obj: &T) -> u64 {
+/// A hash of `obj`'s JSON text (stable within one process). Pure.
+pub(crate) fn content_hash<T: Serialize>(obj: &T) -> u64 {
     let mut h = DefaultHasher::new();
     serde_json::to_string(obj).unwrap_or_default().hash(&mut h);
     h.finish()
