@@ -280,27 +280,44 @@ def cdc_ceiling(d):
     }
 
 
+def operator_runs(d):
+    """Every run of the operator result that has a pipeline count."""
+    return [r for r in dig(d, "results", default=[]) or [] if isinstance(r, dict) and num(r.get("pipelines")) is not None]
+
+
+OPERATOR_FIGURES = {
+    "time_to_ready_s": ("time_to_all_ready_s", "time_to_ready_s"),
+    "p99_ready_s": ("per_pipeline_time_to_ready_s.p99",),
+    "peak_rss_mib": ("operator.peak_rss_mib_vmhwm", "operator.peak_rss_mib"),
+    "idle_cpu_percent": ("operator.cpu_percent_idle",),
+    "idle_reads_per_min": ("idle.operator_requests.per_minute.reads", "idle.reads_per_minute"),
+    "idle_writes_per_min": ("idle.operator_requests.per_minute.writes", "idle.writes_per_minute"),
+}
+
+
 def operator_results(d):
-    """Per pipeline count: time to all Ready, p99 per pipeline, RSS, idle CPU and requests."""
+    """Per pipeline count over its runs: how many runs and how many ended all
+    Ready, and (median, min, max) of time to all Ready, per-pipeline p99, peak
+    RSS, idle CPU and idle requests. A run that did not get every pipeline
+    Ready adds nothing to the time to Ready; `stuck` lists those runs."""
+    by_count = {}
+    for r in operator_runs(d):
+        by_count.setdefault(num(r["pipelines"]), []).append(r)
     out = []
-    for r in dig(d, "results", default=[]) or []:
-        if not isinstance(r, dict) or num(r.get("pipelines")) is None:
-            continue
-        out.append(
-            {
-                "pipelines": num(r["pipelines"]),
-                "ready": num(dig(r, "ready")),
-                "all_ready": dig(r, "all_ready"),
-                "time_to_ready_s": num(dig(r, "time_to_all_ready_s", "time_to_ready_s")),
-                "ramp_s": num(dig(r, "ramp_s")),
-                "p99_ready_s": num(dig(r, "per_pipeline_time_to_ready_s.p99")),
-                "peak_rss_mib": num(dig(r, "operator.peak_rss_mib_vmhwm", "operator.peak_rss_mib")),
-                "idle_cpu_percent": num(dig(r, "operator.cpu_percent_idle")),
-                "idle_reads_per_min": num(dig(r, "idle.operator_requests.per_minute.reads", "idle.reads_per_minute")),
-                "idle_writes_per_min": num(dig(r, "idle.operator_requests.per_minute.writes", "idle.writes_per_minute")),
-            }
-        )
-    out.sort(key=lambda r: r["pipelines"])
+    for n, runs in sorted(by_count.items()):
+        row = {"pipelines": n, "runs": len(runs), "runs_all_ready": sum(1 for r in runs if dig(r, "all_ready") is True)}
+        for key, paths in OPERATOR_FIGURES.items():
+            # A per-pipeline p99 of a run that did not get all Ready covers
+            # only the pipelines that did: it would flatter the median.
+            counted = [r for r in runs if key != "p99_ready_s" or dig(r, "all_ready") is not False]
+            row[key] = median_spread([dig(r, *paths) for r in counted])
+        row["errors"] = [str(dig(r, "error")) for r in runs if dig(r, "error") is not None]
+        row["stuck"] = [
+            {"ready": num(dig(r, "ready")), "ramp_s": num(dig(r, "ramp_s")), "run": dig(r, "run")}
+            for r in runs
+            if dig(r, "all_ready") is False or (num(dig(r, "time_to_all_ready_s", "time_to_ready_s")) is None and num(dig(r, "ready")) is not None)
+        ]
+        out.append(row)
     return out
 
 
@@ -333,7 +350,7 @@ def key_ratios(parts):
         r["freshness_p99_highest_over_lowest_rate"] = ratio(fr[-1]["p99"][0], fr[0]["p99"][0])
     op = operator_results(parts["operator"]) if parts.get("operator") else []
     if len(op) >= 2:
-        r["operator_ready_time_largest_over_smallest"] = ratio(op[-1]["time_to_ready_s"], op[0]["time_to_ready_s"])
+        r["operator_ready_time_largest_over_smallest"] = ratio(op[-1]["time_to_ready_s"][0], op[0]["time_to_ready_s"][0])
         r["operator_pipelines_largest_over_smallest"] = ratio(op[-1]["pipelines"], op[0]["pipelines"])
     return {k: v for k, v in r.items() if v is not None}
 
@@ -369,10 +386,12 @@ def behind(parts):
         if num(g(ps, "peak_rss_kib")) and num(g(dz, "peak_rss_kib")) and g(ps, "peak_rss_kib") > g(dz, "peak_rss_kib"):
             out.append("CDC peak memory: paystream uses more than Debezium.")
     for r in operator_results(parts["operator"]) if parts.get("operator") else []:
-        if r["all_ready"] is False or (r["time_to_ready_s"] is None and num(r["ready"]) is not None):
+        for s in r["stuck"]:
             out.append(
-                f"Operator at {int(r['pipelines']):,} pipelines: only {fmt(r['ready'], 0)} Ready"
-                + (f" when the benchmark stopped waiting at {fmt(r['ramp_s'])} s" if num(r["ramp_s"]) else "")
+                f"Operator at {int(r['pipelines']):,} pipelines"
+                + (f" (run {s['run']})" if s["run"] is not None else "")
+                + f": only {fmt(s['ready'], 0)} Ready"
+                + (f" when the benchmark stopped waiting at {fmt(s['ramp_s'])} s" if num(s["ramp_s"]) else "")
                 + "."
             )
     fr = freshness_rates(parts["freshness"]) if parts.get("freshness") else []
@@ -563,17 +582,28 @@ def plot_all(parts, outdir):
     if op:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         xs = range(len(op))
-        done = [num(r["time_to_ready_s"]) is not None for r in op]
-        ys = [r["time_to_ready_s"] if ok else (r["ramp_s"] or 0) for r, ok in zip(op, done)]
-        ax.bar([x for x, ok in zip(xs, done) if ok], [y for y, ok in zip(ys, done) if ok], color="C0", label="all Ready")
-        if not all(done):
-            ax.bar([x for x, ok in zip(xs, done) if not ok], [y for y, ok in zip(ys, done) if not ok], color="white",
-                   edgecolor="C3", hatch="//", label="not all Ready when the benchmark stopped")
-        p99 = [r["p99_ready_s"] for r in op]
+        # A count whose runs never all got Ready is drawn at its longest wait, hatched.
+        done = [num(r["time_to_ready_s"][0]) is not None for r in op]
+        ys = [r["time_to_ready_s"][0] if ok else max((num(s["ramp_s"]) or 0 for s in r["stuck"]), default=0)
+              for r, ok in zip(op, done)]
+        for x, r, ok, y in zip(xs, op, done, ys):
+            if ok:
+                ax.bar([x], [y], color="C0", yerr=_err(*r["time_to_ready_s"]), capsize=4,
+                       label="all Ready (median, spread over runs)" if x == done.index(True) else None)
+            else:
+                ax.bar([x], [y], color="white", edgecolor="C3", hatch="//",
+                       label="not all Ready when the benchmark stopped" if x == done.index(False) else None)
+        p99 = [r["p99_ready_s"][0] for r in op]
         if any(num(p) for p in p99):
-            ax.plot(xs, [num(p) or 0 for p in p99], "o", color="C3", label="per-pipeline p99")
+            ax.plot(xs, [num(p) or 0 for p in p99], "o", color="C3", label="per-pipeline p99 (median)")
         for j, (y, r, ok) in enumerate(zip(ys, op, done)):
-            text = f"{fmt(y)} s" if ok else f"{fmt(r['ready'], 0)} of {int(r['pipelines']):,} Ready at {fmt(y)} s"
+            runs = f"{r['runs_all_ready']} of {r['runs']} runs all Ready"
+            if ok:
+                text = f"{fmt(y)} s\n{runs}"
+            elif r["stuck"]:
+                text = f"none all Ready by {fmt(y)} s\n{runs}"
+            else:
+                text = f"no result (the runs failed)\n{runs}"
             ax.annotate(text, (j, y), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs))
         ax.set_xticklabels([f"{int(r['pipelines']):,} pipelines" for r in op])
@@ -733,17 +763,24 @@ def section_operator(d, plots):
     if not op:
         return lines + ["The operator result has no pipeline counts.", ""]
     lines += [
-        "| pipelines | Ready | time to all Ready s | per-pipeline p99 s | peak RSS MiB | idle CPU % of a core | idle reads/min | idle writes/min |",
+        "Median over the runs of each count, and in brackets the spread (min–max); the operator's own "
+        "report has every run and the milestones between apply and Ready.",
+        "",
+        "| pipelines | runs all Ready | time to all Ready s | per-pipeline p99 s | peak RSS MiB | idle CPU % of a core | idle reads/min | idle writes/min |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in op:
         lines.append(
-            f"| {int(r['pipelines']):,} | {fmt(r['ready'], 0)} | "
-            + (fmt(r["time_to_ready_s"]) if num(r["time_to_ready_s"]) is not None
-               else f"not all Ready at {fmt(r['ramp_s'])}" if num(r["ramp_s"]) else "n/a")
-            + f" | {fmt(r['p99_ready_s'])} | "
-            f"{fmt(r['peak_rss_mib'])} | {fmt(r['idle_cpu_percent'])} | {fmt(r['idle_reads_per_min'])} | {fmt(r['idle_writes_per_min'])} |"
+            f"| {int(r['pipelines']):,} | {r['runs_all_ready']} of {r['runs']} | "
+            + " | ".join(fmt_spread(*r[k]) for k in OPERATOR_FIGURES)
+            + " |"
         )
+    for r in op:
+        for s in r["stuck"]:
+            lines += ["", f"{int(r['pipelines']):,} pipelines" + (f", run {s['run']}" if s["run"] is not None else "")
+                      + f": only {fmt(s['ready'], 0)} Ready when the benchmark stopped waiting at {fmt(s['ramp_s'])} s."]
+        for e in r["errors"]:
+            lines += ["", f"{int(r['pipelines']):,} pipelines: a run failed: {e}"]
     if not any(int(r["pipelines"]) == 1000 for r in op):
         lines += ["", "1,000 pipelines: **not in this run's operator result**."]
     return lines + [""]

@@ -70,9 +70,14 @@ def read(path):
 
 
 OPERATOR = {"benchmark": "operator", "results": [
-    {"pipelines": 1000, "time_to_all_ready_s": 600.0, "operator": {"peak_rss_mib_vmhwm": 200.0}},
-    {"pipelines": 100, "time_to_all_ready_s": 60.0, "per_pipeline_time_to_ready_s": {"p99": 55.0},
+    {"pipelines": 100, "run": 1, "all_ready": True, "time_to_all_ready_s": 60.0,
+     "per_pipeline_time_to_ready_s": {"p99": 55.0},
      "idle": {"operator_requests": {"per_minute": {"reads": 7000.0, "writes": 12.0}}}},
+    {"pipelines": 1000, "run": 1, "all_ready": True, "time_to_all_ready_s": 600.0, "operator": {"peak_rss_mib_vmhwm": 200.0}},
+    {"pipelines": 100, "run": 2, "all_ready": True, "time_to_all_ready_s": 80.0,
+     "idle": {"operator_requests": {"per_minute": {"reads": 6000.0, "writes": 12.0}}}},
+    {"pipelines": 1000, "run": 2, "all_ready": False, "ready": 990, "time_to_all_ready_s": None, "ramp_s": 480.0,
+     "operator": {"peak_rss_mib_vmhwm": 220.0}},
 ]}
 
 
@@ -148,8 +153,30 @@ class Parts(unittest.TestCase):
         self.assertEqual(fr[0]["stages"]["event_built_to_kafka"][0], 125.0)
         op = report.operator_results(OPERATOR)
         self.assertEqual([r["pipelines"] for r in op], [100, 1000])
-        self.assertEqual(op[0]["idle_reads_per_min"], 7000.0)
-        self.assertEqual(op[1]["peak_rss_mib"], 200.0)
+        self.assertEqual([(r["runs"], r["runs_all_ready"]) for r in op], [(2, 2), (2, 1)])
+        self.assertEqual(op[0]["time_to_ready_s"], (70.0, 60.0, 80.0))
+        self.assertEqual(op[0]["idle_reads_per_min"], (6500.0, 6000.0, 7000.0))
+        self.assertEqual(op[0]["p99_ready_s"], (55.0, 55.0, 55.0))
+        # The p99 of a run that did not get all Ready is left out of the median.
+        partial = {"results": [
+            {"pipelines": 10, "all_ready": True, "per_pipeline_time_to_ready_s": {"p99": 4.0}},
+            {"pipelines": 10, "all_ready": False, "ready": 3, "per_pipeline_time_to_ready_s": {"p99": 1.0}},
+            {"pipelines": 10, "error": "connection closed"},
+        ]}
+        pr = report.operator_results(partial)[0]
+        self.assertEqual((pr["runs"], pr["p99_ready_s"]), (3, (4.0, 4.0, 4.0)))
+        self.assertEqual(pr["errors"], ["connection closed"])
+        self.assertIn("10 pipelines: a run failed: connection closed", "\n".join(report.section_operator(partial, {})))
+        self.assertEqual(op[1]["peak_rss_mib"], (210.0, 200.0, 220.0))
+        # The run that timed out adds nothing to the time to Ready, and is listed.
+        self.assertEqual(op[1]["time_to_ready_s"], (600.0, 600.0, 600.0))
+        self.assertEqual(op[1]["stuck"], [{"ready": 990.0, "ramp_s": 480.0, "run": 2}])
+        # A result written before repetitions (one run per count, no `run`) still reads.
+        old = report.operator_results({"results": [{"pipelines": 100, "time_to_all_ready_s": 18.0}]})
+        self.assertEqual((old[0]["runs"], old[0]["time_to_ready_s"]), (1, (18.0, 18.0, 18.0)))
+        md = "\n".join(report.section_operator(OPERATOR, {}))
+        self.assertIn("| 100 | 2 of 2 | 70.0 (60.0–80.0) |", md)
+        self.assertIn("1,000 pipelines, run 2: only 990 Ready when the benchmark stopped waiting at 480.0 s.", md)
 
     def test_ratios_and_behind(self):
         parts = {"api": API, "cdc": CDC_NEW, "freshness": FRESH, "operator": OPERATOR}
@@ -157,7 +184,7 @@ class Parts(unittest.TestCase):
         self.assertAlmostEqual(r["api_1000_cached_over_ceiling_rps"], 0.5)
         self.assertAlmostEqual(r["cdc_paystream_over_debezium_rows_per_second"], 40000 / 27000)
         self.assertAlmostEqual(r["freshness_p99_highest_over_lowest_rate"], 2000 / 260)
-        self.assertAlmostEqual(r["operator_ready_time_largest_over_smallest"], 10.0)
+        self.assertAlmostEqual(r["operator_ready_time_largest_over_smallest"], 600 / 70)
         b = " ".join(report.behind(parts))
         self.assertIn("redis-benchmark", b)
         self.assertIn("Debezium's 12.0 ms", b)
@@ -165,6 +192,7 @@ class Parts(unittest.TestCase):
         self.assertIn("reached only 4,000", b)
         stuck = {"results": [{"pipelines": 1000, "all_ready": False, "ready": 6, "time_to_all_ready_s": None, "ramp_s": 336.9}]}
         self.assertIn("only 6 Ready when the benchmark stopped waiting at 336.9 s", " ".join(report.behind({"operator": stuck})))
+        self.assertIn("Operator at 1,000 pipelines (run 2): only 990 Ready", b)
         self.assertEqual(report.key_ratios({}), {})
         self.assertEqual(report.behind({}), [])
 

@@ -64,7 +64,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use crate::mysql::admin;
-use crate::report::{percentile, write};
+use crate::report::{median, percentile, write};
 
 /// CDC benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -250,21 +250,6 @@ fn seq_of(gtid_pos: &str) -> u64 {
         .filter_map(|g| g.rsplit('-').next()?.trim().parse().ok())
         .max()
         .unwrap_or(0)
-}
-
-/// Median of unsorted values (mean of the middle two for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 /// `a / b`, or NaN when either is missing.
@@ -1163,14 +1148,6 @@ mod tests {
         assert_eq!(seq_of("0-1-38234"), 38234);
         assert_eq!(seq_of("0-1-42,1-2-7"), 42);
         assert_eq!(seq_of(""), 0);
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[f64::NAN, 5.0]), 5.0);
-        assert!(median(&[]).is_nan());
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! pipelines (the operator deletes their topics), sweeps any topic left
 //! under the run's prefix, deletes the namespace and the extra fake nodes it
 //! added (the three default KWOK nodes hold 330 pods; a pipeline has three).
+//! Every count is measured `--repeat` times, in rounds (100, 1,000, then
+//! again), so a slow spell of the shared machine falls on both counts alike;
+//! the report gives each run and, per count, the median and the spread of the
+//! headline figures.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -43,7 +47,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
 
-use crate::report::{percentile, write};
+use crate::report::{median, percentile, write};
 
 /// Operator benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +55,10 @@ pub struct Args {
     /// PaymentPipeline counts, run one after the other.
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000])]
     counts: Vec<usize>,
+    /// Measurements of every count, in rounds (each round runs every count
+    /// once); the report gives each run and the median.
+    #[arg(long, env = "BENCH_OPERATOR_REPEAT", default_value_t = 2)]
+    repeat: usize,
     /// Seconds of the idle window (after all are Ready and the settle period).
     #[arg(long, default_value_t = 30)]
     idle_secs: u64,
@@ -62,9 +70,11 @@ pub struct Args {
     /// measured rather than cut off.
     #[arg(long, default_value_t = 480)]
     ready_timeout_secs: u64,
-    /// Give up waiting for the operator to delete the pipelines after this
-    /// many seconds (then their finalizers are dropped and the topics swept).
-    #[arg(long, default_value_t = 90)]
+    /// Give up waiting for the operator to delete the pipelines this many
+    /// seconds after the last delete request returned (then their
+    /// finalizers are dropped and the topics swept). The operator needs
+    /// about two minutes for 1,000 on the 2-core machine.
+    #[arg(long, default_value_t = 240)]
     delete_timeout_secs: u64,
     /// The operator's `--status-interval-secs` (its default is 15).
     #[arg(long, default_value_t = 15)]
@@ -320,6 +330,16 @@ fn load_average() -> Option<f64> {
 
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+/// A percentile of seconds, rounded like `secs`; `None` without samples
+/// (rather than a 0 that would pass for a figure).
+fn pct_secs(sorted: &[f64], p: f64) -> Option<f64> {
+    (!sorted.is_empty()).then(|| round2(percentile(sorted, p)))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn round1(x: f64) -> f64 {
@@ -1123,11 +1143,11 @@ fn operator_resources_only(m: BTreeMap<(String, String), f64>) -> BTreeMap<(Stri
         .collect()
 }
 
-async fn run_count(env: &Env, args: &Args, count: usize) -> anyhow::Result<Value> {
+async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::Result<Value> {
     let client = &env.client;
-    let ns = format!("bench-op-{count}-{}", env.run_id);
-    let prefix = format!("bop{}-{count}-", env.run_id);
-    println!("== {count} PaymentPipelines in namespace {ns}");
+    let ns = format!("bench-op-{count}-{}-{run}", env.run_id);
+    let prefix = format!("bop{}-{count}-{run}-", env.run_id);
+    println!("== {count} PaymentPipelines in namespace {ns} (run {run})");
     let namespaces = Api::<Namespace>::all(client.clone());
     let namespace: Namespace = serde_json::from_value(json!({
         "metadata": { "name": ns, "labels": { BENCH_LABEL: "true" } }
@@ -1136,12 +1156,23 @@ async fn run_count(env: &Env, args: &Args, count: usize) -> anyhow::Result<Value
         .create(&PostParams::default(), &namespace)
         .await
         .with_context(|| format!("creating namespace {ns}"))?;
-    let result = measure(env, args, count, &ns, &prefix).await;
+    let result = measure(env, args, count, run, &ns, &prefix).await;
     // Cleanup, whatever happened: the pipelines went first (inside
     // `measure`); the namespace takes the rest.
     let t = Instant::now();
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
-    let gone = wait_gone(&namespaces, &ns, Duration::from_secs(180)).await;
+    let mut gone = wait_gone(&namespaces, &ns, Duration::from_secs(180)).await;
+    if !gone {
+        // The operator is stopped by now: pipelines still holding its
+        // finalizer would keep the namespace Terminating for good.
+        drop_finalizers(&Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &pipeline_resource(),
+        ))
+        .await;
+        gone = wait_gone(&namespaces, &ns, Duration::from_secs(60)).await;
+    }
     let swept = sweep_topics(&env.bootstrap, &prefix)
         .await
         .unwrap_or_else(|e| {
@@ -1160,6 +1191,72 @@ async fn run_count(env: &Env, args: &Args, count: usize) -> anyhow::Result<Value
     Ok(out)
 }
 
+/// Deletes the named pipelines one request each, `concurrency` in flight,
+/// as `kubectl delete` does. One DELETE of the whole collection would make
+/// the apiserver mark every pipeline inside a single request, which outlives
+/// its 60 s request timeout at 1,000 on a busy machine (the connection is
+/// then cut and the deletion stops half way). A request that fails in
+/// transit, or with 429 or a 5xx, is retried with backoff; 404 is done.
+async fn delete_pipelines(
+    api: &Api<DynamicObject>,
+    names: &[String],
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let mut attempt = 0u32;
+            loop {
+                match api.delete(name, &DeleteParams::background()).await {
+                    Ok(_) => return anyhow::Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                    Err(e) if attempt < 5 && retriable(&e) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("deleting PaymentPipeline {name}"));
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Whether a request may succeed when sent again: no answer at all, or the
+/// apiserver asking to slow down or failing on its side.
+fn retriable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Removes the finalizer of every pipeline left in the namespace, so the
+/// namespace can go when the operator did not (or could not) clean up.
+async fn drop_finalizers(pipelines: &Api<DynamicObject>) {
+    let left = match pipelines.list_metadata(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            eprintln!("   listing the pipelines left: {e:#}");
+            return;
+        }
+    };
+    for p in left {
+        let name = p.metadata.name.unwrap_or_default();
+        let _ = pipelines
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+            )
+            .await;
+    }
+}
+
 async fn wait_gone(api: &Api<Namespace>, name: &str, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -1175,6 +1272,7 @@ async fn measure(
     env: &Env,
     args: &Args,
     count: usize,
+    run: usize,
     ns: &str,
     prefix: &str,
 ) -> anyhow::Result<Value> {
@@ -1188,7 +1286,7 @@ async fn measure(
         ns,
         &env.kubeconfig,
         args.status_interval_secs,
-        &count.to_string(),
+        &format!("{count}-run{run}"),
     )?;
     operator.wait_leading(Duration::from_secs(60)).await?;
     let sampler = Sampler::start(operator.pid());
@@ -1337,35 +1435,41 @@ async fn measure(
     // Deletion: the operator's finalizer removes children and topics.
     let td = Instant::now();
     let pd0 = read_proc(operator.pid()).unwrap_or(pi1);
-    pipelines
-        .delete_collection(&DeleteParams::background(), &ListParams::default())
-        .await?;
-    let deleted = wait_seen(&seen, Duration::from_secs(args.delete_timeout_secs), |s| {
-        s.pipelines.values().all(|p| !p.2)
-    })
-    .await;
+    // A failed deletion is a finding of this run, not the loss of what was
+    // measured above: it is reported in `cleanup.error`.
+    let names: Vec<String> = applied.iter().map(|(n, _)| n.clone()).collect();
+    let delete_error = delete_pipelines(&pipelines, &names, args.apply_concurrency)
+        .await
+        .err()
+        .map(|e| {
+            eprintln!("   deleting the pipelines: {e:#}");
+            format!("{e:#}")
+        });
+    let deleted = delete_error.is_none()
+        && wait_seen(&seen, Duration::from_secs(args.delete_timeout_secs), |s| {
+            s.pipelines.values().all(|p| !p.2)
+        })
+        .await;
     let deleted_by_operator = lock(&seen).pipelines.values().filter(|p| !p.2).count();
     let delete_time = td.elapsed();
     let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
     if !deleted {
         // Let the namespace go anyway: drop the finalizers.
-        let left = pipelines.list_metadata(&ListParams::default()).await?;
-        for p in left.items {
-            let name = p.metadata.name.unwrap_or_default();
-            let _ = pipelines
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-                )
-                .await;
-        }
+        drop_finalizers(&pipelines).await;
     }
     let b = env.bootstrap.clone();
     let p = prefix.to_string();
-    let topics_left = tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p))
-        .await??
-        .len();
+    let topics_left = match tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p)).await {
+        Ok(Ok(t)) => Some(t.len()),
+        Ok(Err(e)) => {
+            eprintln!("   listing the run's topics: {e:#}");
+            None
+        }
+        Err(e) => {
+            eprintln!("   listing the run's topics: {e}");
+            None
+        }
+    };
     let all = sampler.between(t0, Instant::now());
     let peak_threads = all.iter().map(|s| s.threads).max().unwrap_or(0);
     let hwm_ramp = p_ready.hwm_kib;
@@ -1373,13 +1477,16 @@ async fn measure(
     drop(sampler);
     drop(operator);
     println!(
-        "   deleted in {:.1} s ({}), {topics_left} topics left before the sweep",
+        "   deleted in {:.1} s ({}), {} topics left before the sweep",
         delete_time.as_secs_f64(),
         if deleted {
             "finalizers ran"
+        } else if delete_error.is_some() {
+            "the deletes failed; finalizers dropped"
         } else {
             "timed out; finalizers dropped"
-        }
+        },
+        topics_left.map_or_else(|| "?".to_string(), |n| n.to_string())
     );
 
     let mib = |kib: f64| round1(kib / 1024.0);
@@ -1392,9 +1499,9 @@ async fn measure(
         "ramp_s": secs(ramp),
         "per_pipeline_time_to_ready_s": {
             "samples": per_pipeline.len(),
-            "p50": secs(Duration::from_secs_f64(percentile(&per_pipeline, 50.0).max(0.0))),
-            "p99": secs(Duration::from_secs_f64(percentile(&per_pipeline, 99.0).max(0.0))),
-            "max": secs(Duration::from_secs_f64(percentile(&per_pipeline, 100.0).max(0.0))),
+            "p50": pct_secs(&per_pipeline, 50.0),
+            "p99": pct_secs(&per_pipeline, 99.0),
+            "max": pct_secs(&per_pipeline, 100.0),
         },
         "per_pipeline_children_created_s": {
             "samples": children.len(),
@@ -1436,10 +1543,12 @@ async fn measure(
             "apiserver_requests_all_clients": requests_json(&idle_api, per_min),
         },
         "cleanup": {
-            "pipelines_deleted_s": secs(delete_time),
+            "pipelines_deleted_s": deleted.then(|| secs(delete_time)),
+            "gave_up_after_s": (!deleted).then(|| secs(delete_time)),
             "finalizers_ran": deleted,
             "deleted_by_operator": deleted_by_operator,
             "topics_left_by_operator": topics_left,
+            "error": delete_error,
         },
     }))
 }
@@ -1448,6 +1557,9 @@ async fn measure(
 
 /// Runs the benchmark and writes the report.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.counts.is_empty() || args.repeat == 0 {
+        bail!("nothing to measure: give --counts and --repeat >= 1");
+    }
     let kubeconfig = kubeconfig_path();
     let client = connect(&kubeconfig).await?;
     let version = client.apiserver_version().await?;
@@ -1489,15 +1601,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut results = Vec::new();
-    for &count in &args.counts {
-        match run_count(&env, &args, count).await {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                eprintln!("{count} pipelines: {e:#}");
-                results.push(json!({ "pipelines": count, "error": format!("{e:#}") }));
-            }
+    for run in 1..=args.repeat {
+        for &count in &args.counts {
+            let mut r = match run_count(&env, &args, count, run).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{count} pipelines, run {run}: {e:#}");
+                    json!({ "pipelines": count, "error": format!("{e:#}") })
+                }
+            };
+            r["run"] = json!(run);
+            results.push(r);
         }
     }
+    let summary = summarize(&results);
     if let Err(e) = remove_nodes(&client).await {
         eprintln!("removing the benchmark nodes: {e:#}");
     }
@@ -1531,12 +1648,112 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "pipeline_shape": "examples/paymentpipeline.yaml with tables [users] of database payments (shared), partitions 1, replicationFactor 1, deleteTopicsOnDelete, consumer and API replicas 1 (no HPA): 3 Deployments, 3 Services, 2 PDBs, a ConfigMap and a ServiceAccount per pipeline; topics <prefix>.payments.users and <prefix>.checkpoints",
         "apply_concurrency": args.apply_concurrency,
         "topics_swept_at_end": swept,
+        "repeat": args.repeat,
+        "summary": summary,
         "results": results,
     });
     let md = markdown(&json);
     let (j, m) = write("operator", &json, &md)?;
     println!("{md}\nwritten: {} and {}", j.display(), m.display());
     Ok(())
+}
+
+/// The headline figures summarized over the repetitions of a count: the
+/// JSON path in a run's result, and how the report labels it.
+const SUMMARY_FIGURES: &[(&[&str], &str)] = &[
+    (&["time_to_all_ready_s"], "time to all Ready, s"),
+    (
+        &["per_pipeline_time_to_ready_s", "p99"],
+        "per-pipeline time to Ready p99, s",
+    ),
+    (
+        &["milestones_s", "all_deployments_exist"],
+        "all Deployments created by the operator, s",
+    ),
+    (
+        &["operator", "peak_rss_mib_vmhwm"],
+        "operator peak RSS, MiB",
+    ),
+    (
+        &["operator", "steady_rss_mib_idle_mean"],
+        "operator steady RSS, MiB",
+    ),
+    (
+        &["operator", "cpu_seconds_ramp"],
+        "operator CPU during the ramp, CPU-s",
+    ),
+    (
+        &["operator", "cpu_percent_idle"],
+        "operator CPU while idle, % of a core",
+    ),
+    (
+        &["idle", "operator_requests", "per_minute", "reads"],
+        "idle API reads / min",
+    ),
+    (
+        &["idle", "operator_requests", "per_minute", "writes"],
+        "idle API writes / min (Lease included)",
+    ),
+    (
+        &["idle", "writes_excluding_lease"],
+        "idle writes besides the Lease",
+    ),
+    (
+        &["cleanup", "pipelines_deleted_s"],
+        "delete all pipelines, s",
+    ),
+];
+
+/// Per pipeline count, in the order first run: how many runs there were,
+/// how many ended with every pipeline Ready, and for each headline figure
+/// its values in run order with their median, min and max (a run that did
+/// not reach a figure, e.g. not all Ready, adds no value to it).
+fn summarize(results: &[Value]) -> Vec<Value> {
+    let mut counts: Vec<u64> = Vec::new();
+    for r in results {
+        if let Some(n) = r["pipelines"].as_u64()
+            && !counts.contains(&n)
+        {
+            counts.push(n);
+        }
+    }
+    counts
+        .into_iter()
+        .map(|n| {
+            let runs: Vec<&Value> = results
+                .iter()
+                .filter(|r| r["pipelines"].as_u64() == Some(n))
+                .collect();
+            let mut figures = serde_json::Map::new();
+            for (path, label) in SUMMARY_FIGURES {
+                // A run that did not get all Ready has a p99 over the
+                // pipelines that did: it would flatter the median.
+                let partial_ok = path[0] != "per_pipeline_time_to_ready_s";
+                let values: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| partial_ok || r["all_ready"] == json!(true))
+                    .filter_map(|r| path.iter().try_fold(*r, |v, k| v.get(*k))?.as_f64())
+                    .collect();
+                let stat = |f: fn(f64, f64) -> f64| values.iter().copied().reduce(f);
+                figures.insert(
+                    path.join("."),
+                    json!({
+                        "label": label,
+                        "values": values,
+                        "median": (!values.is_empty()).then(|| round2(median(&values))),
+                        "min": stat(f64::min),
+                        "max": stat(f64::max),
+                    }),
+                );
+            }
+            json!({
+                "pipelines": n,
+                "runs": runs.len(),
+                "runs_all_ready": runs.iter().filter(|r| r["all_ready"] == json!(true)).count(),
+                "figures": figures,
+            })
+        })
+        .collect()
 }
 
 fn fmt(v: &Value) -> String {
@@ -1556,9 +1773,70 @@ fn with_unit(v: &Value, unit: &str) -> String {
     }
 }
 
+/// The headline figures per count over its runs: `median (min–max)`, or
+/// the one value; empty when there is no summary (an older result).
+fn summary_table(summary: &[Value]) -> String {
+    if summary.is_empty() {
+        return String::new();
+    }
+    let runs = match summary
+        .iter()
+        .map(|c| c["runs"].as_u64().unwrap_or(0))
+        .max()
+    {
+        Some(1) => "once".to_string(),
+        Some(2) => "twice".to_string(),
+        n => format!("{} times", n.unwrap_or(0)),
+    };
+    let mut md = format!(
+        "## Median over the runs\n\nEach count was measured {}, in rounds; a cell is the \
+         median and, in brackets, the spread (min–max). Every run is in the next table.\n\n\
+         | figure | {} |\n| --- |{}\n",
+        runs,
+        summary
+            .iter()
+            .map(|c| format!("{} pipelines", fmt(&c["pipelines"])))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        " ---: |".repeat(summary.len())
+    );
+    md.push_str("| runs with every pipeline Ready |");
+    for c in summary {
+        md.push_str(&format!(
+            " {} of {} |",
+            fmt(&c["runs_all_ready"]),
+            fmt(&c["runs"])
+        ));
+    }
+    md.push('\n');
+    for (path, label) in SUMMARY_FIGURES {
+        md.push_str(&format!("| {label} |"));
+        for c in summary {
+            let f = &c["figures"][path.join(".")];
+            let cell = match (&f["median"], f["min"].as_f64(), f["max"].as_f64()) {
+                (Value::Null, _, _) => "n/a".to_string(),
+                (m, Some(lo), Some(hi)) if lo < hi => {
+                    format!("{} ({}–{})", fmt(m), fmt(&json!(lo)), fmt(&json!(hi)))
+                }
+                (m, _, _) => fmt(m),
+            };
+            md.push_str(&format!(" {cell} |"));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+    md
+}
+
 fn markdown(j: &Value) -> String {
     let results = j["results"].as_array().cloned().unwrap_or_default();
-    let cols: Vec<String> = results.iter().map(|r| fmt(&r["pipelines"])).collect();
+    let cols: Vec<String> = results
+        .iter()
+        .map(|r| match r.get("run") {
+            Some(run) => format!("{} · run {}", fmt(&r["pipelines"]), fmt(run)),
+            None => fmt(&r["pipelines"]),
+        })
+        .collect();
     let mut md = format!(
         "# Operator benchmark\n\n\
          Machine: {} cores. Cluster: the local control plane ({}), KWOK fake nodes (the 3 default \
@@ -1576,6 +1854,8 @@ fn markdown(j: &Value) -> String {
         fmt(&j["operator"]["status_interval_s"]),
         fmt(&j["pipeline_shape"]),
     );
+    md.push_str(&summary_table(j["summary"].as_array().map_or(&[], |a| a)));
+    md.push_str("## Every run\n\n");
     md.push_str(&format!("| measure | {} |\n| --- |", cols.join(" | ")));
     md.push_str(&" --- |".repeat(cols.len()));
     md.push('\n');
@@ -1781,12 +2061,21 @@ fn markdown(j: &Value) -> String {
         &mut md,
         "delete all pipelines (finalizers: children, topics)",
         &|r| {
+            let c = &r["cleanup"];
+            let time = match (&c["pipelines_deleted_s"], &c["error"]) {
+                (Value::Null, Value::Null) => {
+                    format!("not done after {} s", fmt(&c["gave_up_after_s"]))
+                }
+                (Value::Null, e) => {
+                    format!("failed after {} s ({})", fmt(&c["gave_up_after_s"]), fmt(e))
+                }
+                (t, _) => format!("{} s", fmt(t)),
+            };
             format!(
-                "{} s, {} of {} deleted by the operator, {} topics left",
-                fmt(&r["cleanup"]["pipelines_deleted_s"]),
-                fmt(&r["cleanup"]["deleted_by_operator"]),
+                "{time}, {} of {} deleted by the operator, {} topics left",
+                fmt(&c["deleted_by_operator"]),
                 fmt(&r["pipelines"]),
-                fmt(&r["cleanup"]["topics_left_by_operator"])
+                fmt(&c["topics_left_by_operator"])
             )
         },
     );
@@ -1824,9 +2113,10 @@ fn markdown(j: &Value) -> String {
          the same window for the same resources, from all clients (the controller manager and \
          KWOK also touch some, e.g. node Leases; watches are counted when they end), as a \
          cross-check.\n\
-         - One run on a shared 2-core machine: the control plane, Kafka and the operator compete \
-         for the cores, so treat the figures as an order of magnitude and compare counts measured \
-         in the same run.\n",
+         - A shared 2-core machine: the control plane, Kafka and the operator compete for the \
+         cores, and the time to Ready at 1,000 moves by about a fifth between runs. Each count is \
+         measured several times, in rounds, so a slow spell falls on both counts; read the \
+         medians, and the spread for how much to trust them.\n",
     );
     md
 }
@@ -1967,6 +2257,95 @@ mod tests {
         assert_eq!(last_of([Some(t0), Some(t)].into_iter(), 2, t0), Some(1.5));
         assert_eq!(last_of([Some(t0), None].into_iter(), 2, t0), None);
         assert_eq!(last_of(std::iter::empty(), 0, t0), None);
+    }
+
+    #[test]
+    fn repeated_counts_are_summarized_by_median() {
+        let results = vec![
+            json!({"pipelines": 100, "run": 1, "all_ready": true, "time_to_all_ready_s": 18.0,
+                   "operator": {"peak_rss_mib_vmhwm": 36.0}}),
+            json!({"pipelines": 1000, "run": 1, "all_ready": false, "time_to_all_ready_s": null,
+                   "per_pipeline_time_to_ready_s": {"p99": 5.0},
+                   "operator": {"peak_rss_mib_vmhwm": 100.0}}),
+            json!({"pipelines": 100, "run": 2, "all_ready": true, "time_to_all_ready_s": 20.5,
+                   "operator": {"peak_rss_mib_vmhwm": 38.5}}),
+            json!({"pipelines": 1000, "run": 2, "all_ready": true, "time_to_all_ready_s": 300.0,
+                   "per_pipeline_time_to_ready_s": {"p99": 290.0},
+                   "operator": {"peak_rss_mib_vmhwm": 104.0}}),
+            json!({"pipelines": 100, "run": 3, "error": "the operator exited"}),
+        ];
+        let s = summarize(&results);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0]["pipelines"], 100);
+        assert_eq!(s[0]["runs"], 3);
+        assert_eq!(s[0]["runs_all_ready"], 2);
+        let ready = &s[0]["figures"]["time_to_all_ready_s"];
+        assert_eq!(ready["values"], json!([18.0, 20.5]));
+        assert_eq!(ready["median"], json!(19.25));
+        assert_eq!(
+            (ready["min"].as_f64(), ready["max"].as_f64()),
+            (Some(18.0), Some(20.5))
+        );
+        assert_eq!(s[1]["runs_all_ready"], 1);
+        assert_eq!(
+            s[1]["figures"]["time_to_all_ready_s"]["values"],
+            json!([300.0])
+        );
+        assert_eq!(
+            s[1]["figures"]["operator.peak_rss_mib_vmhwm"]["median"],
+            json!(102.0)
+        );
+        assert_eq!(
+            s[1]["figures"]["per_pipeline_time_to_ready_s.p99"]["values"],
+            json!([290.0]),
+            "the p99 of a run that did not get all Ready is left out"
+        );
+        assert_eq!(pct_secs(&[], 99.0), None);
+        assert_eq!(pct_secs(&[1.234, 2.0], 50.0), Some(1.23));
+        assert_eq!(
+            s[1]["figures"]["cleanup.pipelines_deleted_s"]["median"],
+            Value::Null
+        );
+
+        let md = summary_table(&s);
+        assert!(md.contains("measured 3 times"), "{md}");
+        assert!(
+            md.contains("| figure | 100 pipelines | 1000 pipelines |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| runs with every pipeline Ready | 2 of 3 | 1 of 2 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| time to all Ready, s | 19.25 (18–20.5) | 300 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| delete all pipelines, s | n/a | n/a |"),
+            "{md}"
+        );
+        assert_eq!(summary_table(&[]), "");
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status {
+                    code,
+                    ..Default::default()
+                }
+                .boxed(),
+            )
+        };
+        assert!(retriable(&api(429)));
+        assert!(retriable(&api(503)));
+        assert!(retriable(&api(504)));
+        assert!(!retriable(&api(409)));
+        assert!(!retriable(&api(403)));
+        assert!(retriable(&kube::Error::Service("connection closed".into())));
+        assert!(!retriable(&kube::Error::LinesCodecMaxLineLengthExceeded));
     }
 
     #[test]
