@@ -74,7 +74,7 @@ export BENCH_PACKAGES := -p paystream-producer -p paystream-consumer -p paystrea
 bench-build: toolchain ## Release build of everything the benchmarks run
 	$(CARGO) build --release --locked $(BENCH_PACKAGES)
 # Every part runs even when another fails; the report names what is missing.
-bench: bench-build stack-up ## Every benchmark (about 21 min on 2 cores plus the first build), then bench/results/<date>.md with plots
+bench: bench-build stack-up ## Every benchmark, every point repeated (about 35 min on 2 cores plus the first build; BENCH_OPERATOR_REPEAT=1: about 24), then bench/results/<date>.md with plots
 	@since=$$(date +%s); failed=""; \
 	for part in bench-api bench-cdc bench-freshness bench-operator; do \
 	  $(MAKE) --no-print-directory $$part BENCH_ARGS= || failed="$$failed $$part"; \
@@ -111,7 +111,7 @@ bench-cluster:
 # says which one was in force.
 bench-operator: export CONTROLLER_MANAGER_KUBE_API_QPS ?= 200
 bench-operator: export CONTROLLER_MANAGER_KUBE_API_BURST ?= 400
-bench-operator: bench-build bench-cluster stack-up ## Operator: 100 and 1,000 PaymentPipelines: time to Ready, RSS, CPU, idle API requests
+bench-operator: bench-build bench-cluster stack-up ## Operator: 100 and 1,000 PaymentPipelines, twice each (BENCH_OPERATOR_REPEAT): time to Ready, RSS, CPU, idle API requests
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO_TARGET_DIR)/release/paystream-bench operator $(BENCH_ARGS)
 
 ## ---- Local stack: MariaDB, Kafka, Redis ---------------------------------------
