@@ -285,13 +285,16 @@ def operator_runs(d):
     return [r for r in dig(d, "results", default=[]) or [] if isinstance(r, dict) and num(r.get("pipelines")) is not None]
 
 
+# Figure -> (JSON paths, count only runs that got every pipeline Ready). A
+# per-pipeline p99 of a partial run covers only the pipelines that got Ready
+# and would flatter the median.
 OPERATOR_FIGURES = {
-    "time_to_ready_s": ("time_to_all_ready_s", "time_to_ready_s"),
-    "p99_ready_s": ("per_pipeline_time_to_ready_s.p99",),
-    "peak_rss_mib": ("operator.peak_rss_mib_vmhwm", "operator.peak_rss_mib"),
-    "idle_cpu_percent": ("operator.cpu_percent_idle",),
-    "idle_reads_per_min": ("idle.operator_requests.per_minute.reads", "idle.reads_per_minute"),
-    "idle_writes_per_min": ("idle.operator_requests.per_minute.writes", "idle.writes_per_minute"),
+    "time_to_ready_s": (("time_to_all_ready_s", "time_to_ready_s"), False),
+    "p99_ready_s": (("per_pipeline_time_to_ready_s.p99",), True),
+    "peak_rss_mib": (("operator.peak_rss_mib_vmhwm", "operator.peak_rss_mib"), False),
+    "idle_cpu_percent": (("operator.cpu_percent_idle",), False),
+    "idle_reads_per_min": (("idle.operator_requests.per_minute.reads", "idle.reads_per_minute"), False),
+    "idle_writes_per_min": (("idle.operator_requests.per_minute.writes", "idle.writes_per_minute"), False),
 }
 
 
@@ -306,10 +309,8 @@ def operator_results(d):
     out = []
     for n, runs in sorted(by_count.items()):
         row = {"pipelines": n, "runs": len(runs), "runs_all_ready": sum(1 for r in runs if dig(r, "all_ready") is True)}
-        for key, paths in OPERATOR_FIGURES.items():
-            # A per-pipeline p99 of a run that did not get all Ready covers
-            # only the pipelines that did: it would flatter the median.
-            counted = [r for r in runs if key != "p99_ready_s" or dig(r, "all_ready") is not False]
+        for key, (paths, all_ready_only) in OPERATOR_FIGURES.items():
+            counted = [r for r in runs if not all_ready_only or dig(r, "all_ready") is not False]
             row[key] = median_spread([dig(r, *paths) for r in counted])
         row["errors"] = [str(dig(r, "error")) for r in runs if dig(r, "error") is not None]
         row["stuck"] = [
