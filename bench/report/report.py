@@ -765,7 +765,9 @@ def section_operator(d, plots):
         return lines + ["The operator result has no pipeline counts.", ""]
     lines += [
         "Median over the runs of each count, and in brackets the spread (min–max); the operator's own "
-        "report has every run and the milestones between apply and Ready.",
+        "report has every run and the milestones between apply and Ready."
+        + (f" At most {d['pipelines_per_namespace']} pipelines per namespace; the operator watches every namespace."
+           if d.get("pipelines_per_namespace") else ""),
         "",
         "| pipelines | runs all Ready | time to all Ready s | per-pipeline p99 s | peak RSS MiB | idle CPU % of a core | idle reads/min | idle writes/min |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -79,6 +79,14 @@ pub struct Args {
     /// The operator's `--status-interval-secs` (its default is 15).
     #[arg(long, default_value_t = 15)]
     status_interval_secs: u64,
+    /// PaymentPipelines per namespace: a count above it is spread over
+    /// several namespaces, as teams sharing a cluster would split them. In
+    /// one namespace of 1,000, the controller manager's scans of the whole
+    /// namespace on every pod change (which PodDisruptionBudgets and which
+    /// Services select it) took three quarters of its CPU and paced the
+    /// ramp (docs/benchmarks.md).
+    #[arg(long, default_value_t = 100)]
+    pipelines_per_namespace: usize,
     /// PaymentPipeline applies in flight at once.
     #[arg(long, default_value_t = 16)]
     apply_concurrency: usize,
@@ -100,6 +108,9 @@ fn default_operator() -> String {
     format!("{target}/release/paystream-operator")
 }
 
+/// The label of everything the operator creates (its Deployments' pods
+/// carry it too).
+const OPERATOR_CHILDREN: &str = "app.kubernetes.io/managed-by=paystream-operator";
 /// The labels on everything the benchmark creates.
 const BENCH_LABEL: &str = "paystream.dev/bench";
 /// Field manager of the benchmark's applies.
@@ -529,7 +540,7 @@ struct OperatorProcess {
 impl OperatorProcess {
     fn start(
         binary: &str,
-        namespace: &str,
+        lease_namespace: &str,
         kubeconfig: &std::path::Path,
         status_interval_secs: u64,
         label: &str,
@@ -542,10 +553,8 @@ impl OperatorProcess {
         let out = std::fs::File::create(&log)?;
         let child = std::process::Command::new(binary)
             .args([
-                "--namespace",
-                namespace,
                 "--lease-namespace",
-                namespace,
+                lease_namespace,
                 "--status-interval-secs",
                 &status_interval_secs.to_string(),
                 "--ops-addr",
@@ -668,6 +677,7 @@ fn deployment_available(d: &Deployment) -> bool {
 /// deletions to `on_delete`, until the task is aborted.
 fn spawn_watch<K, F, D>(
     api: Api<K>,
+    config: watcher::Config,
     seen: Shared,
     on_object: F,
     on_delete: D,
@@ -678,7 +688,7 @@ where
     D: Fn(&mut Seen, &K) + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut stream = watcher(api, config).boxed();
         loop {
             match stream.try_next().await {
                 Ok(Some(event)) => {
@@ -714,15 +724,32 @@ impl Drop for Watches {
     }
 }
 
-fn watch_namespace(client: &Client, ns: &str, seen: &Shared) -> Watches {
-    let pipelines = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
-    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+/// Watches the run's pipelines, and the operator's Deployments and their
+/// pods, in every namespace whose name starts with `ns_prefix`.
+fn watch_run(client: &Client, ns_prefix: &str, seen: &Shared) -> Watches {
+    let pipelines = Api::<DynamicObject>::all_with(client.clone(), &pipeline_resource());
+    let deployments = Api::<Deployment>::all(client.clone());
+    let pods = Api::<Pod>::all(client.clone());
+    let owned = watcher::Config::default().labels(OPERATOR_CHILDREN);
+    let ours = {
+        let prefix = ns_prefix.to_string();
+        move |meta: &kube::api::ObjectMeta| {
+            meta.namespace
+                .as_deref()
+                .is_some_and(|ns| ns.starts_with(&prefix))
+        }
+    };
+    let (in_run_p, in_run_d, in_run_pod, in_run_del) =
+        (ours.clone(), ours.clone(), ours.clone(), ours);
     Watches(vec![
         spawn_watch(
             pipelines,
+            watcher::Config::default(),
             seen.clone(),
-            |s, o: &DynamicObject, now| {
+            move |s, o: &DynamicObject, now| {
+                if !in_run_p(&o.metadata) {
+                    return;
+                }
                 let name = o.metadata.name.clone().unwrap_or_default();
                 let ready = pipeline_ready(o);
                 let e = s.pipelines.entry(name).or_insert((None, false, true));
@@ -732,7 +759,10 @@ fn watch_namespace(client: &Client, ns: &str, seen: &Shared) -> Watches {
                 e.1 = ready;
                 e.2 = true;
             },
-            |s, o: &DynamicObject| {
+            move |s, o: &DynamicObject| {
+                if !in_run_del(&o.metadata) {
+                    return;
+                }
                 if let Some(e) = s
                     .pipelines
                     .get_mut(o.metadata.name.as_deref().unwrap_or_default())
@@ -744,8 +774,12 @@ fn watch_namespace(client: &Client, ns: &str, seen: &Shared) -> Watches {
         ),
         spawn_watch(
             deployments,
+            owned.clone(),
             seen.clone(),
-            |s, d: &Deployment, now| {
+            move |s, d: &Deployment, now| {
+                if !in_run_d(&d.metadata) {
+                    return;
+                }
                 let name = d.metadata.name.clone().unwrap_or_default();
                 let available = deployment_available(d);
                 let e = s.deployments.entry(name).or_insert((now, None));
@@ -757,8 +791,12 @@ fn watch_namespace(client: &Client, ns: &str, seen: &Shared) -> Watches {
         ),
         spawn_watch(
             pods,
+            owned,
             seen.clone(),
-            |s, p: &Pod, now| {
+            move |s, p: &Pod, now| {
+                if !in_run_pod(&p.metadata) {
+                    return;
+                }
                 let name = p.metadata.name.clone().unwrap_or_default();
                 let bound = p.spec.as_ref().is_some_and(|s| s.node_name.is_some());
                 let running = p
@@ -1143,35 +1181,62 @@ fn operator_resources_only(m: BTreeMap<(String, String), f64>) -> BTreeMap<(Stri
         .collect()
 }
 
+/// The namespaces of a run of `count` pipelines, at most `per_namespace` in
+/// each: `<base>-00`, `<base>-01`, … Pure.
+fn run_namespaces(base: &str, count: usize, per_namespace: usize) -> Vec<String> {
+    (0..count.div_ceil(per_namespace.max(1)).max(1))
+        .map(|k| format!("{base}-{k:02}"))
+        .collect()
+}
+
 async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::Result<Value> {
     let client = &env.client;
-    let ns = format!("bench-op-{count}-{}-{run}", env.run_id);
+    let base = format!("bench-op-{count}-{}-{run}", env.run_id);
+    let namespaces = run_namespaces(&base, count, args.pipelines_per_namespace);
     let prefix = format!("bop{}-{count}-{run}-", env.run_id);
-    println!("== {count} PaymentPipelines in namespace {ns} (run {run})");
-    let namespaces = Api::<Namespace>::all(client.clone());
-    let namespace: Namespace = serde_json::from_value(json!({
-        "metadata": { "name": ns, "labels": { BENCH_LABEL: "true" } }
-    }))?;
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .with_context(|| format!("creating namespace {ns}"))?;
-    let result = measure(env, args, count, run, &ns, &prefix).await;
+    println!(
+        "== {count} PaymentPipelines in {} namespace(s) {base}-* (run {run})",
+        namespaces.len()
+    );
+    let ns_api = Api::<Namespace>::all(client.clone());
+    for ns in &namespaces {
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": { "name": ns, "labels": { BENCH_LABEL: "true" } }
+        }))?;
+        ns_api
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {ns}"))?;
+    }
+    let result = measure(
+        env,
+        args,
+        count,
+        run,
+        &namespaces,
+        &format!("{base}-"),
+        &prefix,
+    )
+    .await;
     // Cleanup, whatever happened: the pipelines went first (inside
-    // `measure`); the namespace takes the rest.
+    // `measure`); the namespaces take the rest.
     let t = Instant::now();
-    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
-    let mut gone = wait_gone(&namespaces, &ns, Duration::from_secs(180)).await;
+    for ns in &namespaces {
+        let _ = ns_api.delete(ns, &DeleteParams::background()).await;
+    }
+    let mut gone = wait_all_gone(&ns_api, &namespaces, Duration::from_secs(180)).await;
     if !gone {
         // The operator is stopped by now: pipelines still holding its
-        // finalizer would keep the namespace Terminating for good.
-        drop_finalizers(&Api::namespaced_with(
-            client.clone(),
-            &ns,
-            &pipeline_resource(),
-        ))
-        .await;
-        gone = wait_gone(&namespaces, &ns, Duration::from_secs(60)).await;
+        // finalizer would keep a namespace Terminating for good.
+        for ns in &namespaces {
+            drop_finalizers(&Api::namespaced_with(
+                client.clone(),
+                ns,
+                &pipeline_resource(),
+            ))
+            .await;
+        }
+        gone = wait_all_gone(&ns_api, &namespaces, Duration::from_secs(60)).await;
     }
     let swept = sweep_topics(&env.bootstrap, &prefix)
         .await
@@ -1180,11 +1245,16 @@ async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::
             0
         });
     println!(
-        "   namespace deleted in {:.1} s{}; {swept} leftover topics swept",
+        "   namespaces deleted in {:.1} s{}; {swept} leftover topics swept",
         t.elapsed().as_secs_f64(),
-        if gone { "" } else { " (still terminating)" }
+        if gone {
+            ""
+        } else {
+            " (some still terminating)"
+        }
     );
     let mut out = result?;
+    out["namespaces"] = json!(namespaces.len());
     out["cleanup"]["namespace_delete_s"] = json!(secs(t.elapsed()));
     out["cleanup"]["namespace_gone"] = json!(gone);
     out["cleanup"]["topics_swept_after"] = json!(swept);
@@ -1198,12 +1268,14 @@ async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::
 /// then cut and the deletion stops half way). A request that fails in
 /// transit, or with 429 or a 5xx, is retried with backoff; 404 is done.
 async fn delete_pipelines(
-    api: &Api<DynamicObject>,
-    names: &[String],
+    client: &Client,
+    pipelines: &[(String, String)],
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    futures::stream::iter(names)
-        .map(|name| async move {
+    futures::stream::iter(pipelines)
+        .map(|(ns, name)| async move {
+            let api =
+                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
             let mut attempt = 0u32;
             loop {
                 match api.delete(name, &DeleteParams::background()).await {
@@ -1214,7 +1286,8 @@ async fn delete_pipelines(
                         tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                     }
                     Err(e) => {
-                        return Err(e).with_context(|| format!("deleting PaymentPipeline {name}"));
+                        return Err(e)
+                            .with_context(|| format!("deleting PaymentPipeline {ns}/{name}"));
                     }
                 }
             }
@@ -1257,10 +1330,19 @@ async fn drop_finalizers(pipelines: &Api<DynamicObject>) {
     }
 }
 
-async fn wait_gone(api: &Api<Namespace>, name: &str, timeout: Duration) -> bool {
+/// Waits until every namespace of `names` is gone, at most `timeout`.
+async fn wait_all_gone(api: &Api<Namespace>, names: &[String], timeout: Duration) -> bool {
     let start = Instant::now();
+    let mut left: Vec<&String> = names.iter().collect();
     while start.elapsed() < timeout {
-        if matches!(api.get_opt(name).await, Ok(None)) {
+        let mut still = Vec::new();
+        for name in left {
+            if !matches!(api.get_opt(name).await, Ok(None)) {
+                still.push(name);
+            }
+        }
+        left = still;
+        if left.is_empty() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1273,17 +1355,23 @@ async fn measure(
     args: &Args,
     count: usize,
     run: usize,
-    ns: &str,
+    namespaces: &[String],
+    ns_prefix: &str,
     prefix: &str,
 ) -> anyhow::Result<Value> {
     let client = &env.client;
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-    for s in &env.secrets {
-        secrets.create(&PostParams::default(), s).await?;
+    for ns in namespaces {
+        let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+        for s in &env.secrets {
+            secrets.create(&PostParams::default(), s).await?;
+        }
     }
+    // The operator watches every namespace, as the chart installs it; its
+    // Lease is in the run's first namespace.
+    let lease_ns = namespaces.first().context("a run has a namespace")?;
     let mut operator = OperatorProcess::start(
         &args.operator,
-        ns,
+        lease_ns,
         &env.kubeconfig,
         args.status_interval_secs,
         &format!("{count}-run{run}"),
@@ -1291,13 +1379,12 @@ async fn measure(
     operator.wait_leading(Duration::from_secs(60)).await?;
     let sampler = Sampler::start(operator.pid());
     let seen: Shared = Arc::new(Mutex::new(Seen::default()));
-    let _watches = watch_namespace(client, ns, &seen);
+    let _watches = watch_run(client, ns_prefix, &seen);
     if !wait_seen(&seen, Duration::from_secs(30), |s| s.initialised >= 3).await {
         bail!("the benchmark's watches did not start");
     }
 
     // Ramp: apply every pipeline, wait for every Ready.
-    let pipelines = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
     let m0 = operator.metrics().await?;
     let p0 = read_proc(operator.pid()).context("reading the operator's /proc")?;
     let stop_topics = Arc::new(AtomicBool::new(false));
@@ -1311,11 +1398,14 @@ async fn measure(
     let load_start = load_average();
     let cpu0 = cpu_by_group();
     let t0 = Instant::now();
-    let applied: Vec<(String, Instant)> = futures::stream::iter(0..count)
+    let per_ns = args.pipelines_per_namespace.max(1);
+    let applied: Vec<(String, String, Instant)> = futures::stream::iter(0..count)
         .map(|i| {
             let name = format!("p{i:04}");
             let body = pipeline(&env.template, &name, &format!("{prefix}{i:04}"));
-            let api = pipelines.clone();
+            let ns = &namespaces[(i / per_ns).min(namespaces.len() - 1)];
+            let api =
+                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &pipeline_resource());
             async move {
                 let at = Instant::now();
                 api.patch(
@@ -1324,8 +1414,8 @@ async fn measure(
                     &Patch::Apply(&body),
                 )
                 .await
-                .with_context(|| format!("applying PaymentPipeline {name}"))?;
-                anyhow::Ok((name, at))
+                .with_context(|| format!("applying PaymentPipeline {ns}/{name}"))?;
+                anyhow::Ok((ns.clone(), name, at))
             }
         })
         .buffer_unordered(args.apply_concurrency.max(1))
@@ -1362,7 +1452,7 @@ async fn measure(
         });
         let mut per_pipeline: Vec<f64> = Vec::new();
         let mut children: Vec<f64> = Vec::new();
-        for (name, at) in &applied {
+        for (_, name, at) in &applied {
             if let Some((Some(ready), _, _)) = s.pipelines.get(name) {
                 per_pipeline.push(ready.saturating_duration_since(*at).as_secs_f64());
             }
@@ -1437,8 +1527,11 @@ async fn measure(
     let pd0 = read_proc(operator.pid()).unwrap_or(pi1);
     // A failed deletion is a finding of this run, not the loss of what was
     // measured above: it is reported in `cleanup.error`.
-    let names: Vec<String> = applied.iter().map(|(n, _)| n.clone()).collect();
-    let delete_error = delete_pipelines(&pipelines, &names, args.apply_concurrency)
+    let targets: Vec<(String, String)> = applied
+        .iter()
+        .map(|(ns, name, _)| (ns.clone(), name.clone()))
+        .collect();
+    let delete_error = delete_pipelines(client, &targets, args.apply_concurrency)
         .await
         .err()
         .map(|e| {
@@ -1454,8 +1547,15 @@ async fn measure(
     let delete_time = td.elapsed();
     let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
     if !deleted {
-        // Let the namespace go anyway: drop the finalizers.
-        drop_finalizers(&pipelines).await;
+        // Let the namespaces go anyway: drop the finalizers.
+        for ns in namespaces {
+            drop_finalizers(&Api::namespaced_with(
+                client.clone(),
+                ns,
+                &pipeline_resource(),
+            ))
+            .await;
+        }
     }
     let b = env.bootstrap.clone();
     let p = prefix.to_string();
@@ -1646,6 +1746,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "kubeconfig_user": "cluster admin (as the e2e suite runs it)",
         },
         "pipeline_shape": "examples/paymentpipeline.yaml with tables [users] of database payments (shared), partitions 1, replicationFactor 1, deleteTopicsOnDelete, consumer and API replicas 1 (no HPA): 3 Deployments, 3 Services, 2 PDBs, a ConfigMap and a ServiceAccount per pipeline; topics <prefix>.payments.users and <prefix>.checkpoints",
+        "pipelines_per_namespace": args.pipelines_per_namespace,
+        "operator_scope": "every namespace (no --namespace), Lease in the run's first namespace",
         "apply_concurrency": args.apply_concurrency,
         "topics_swept_at_end": swept,
         "repeat": args.repeat,
@@ -1850,8 +1952,9 @@ fn markdown(j: &Value) -> String {
         "# Operator benchmark\n\n\
          Machine: {} cores. Cluster: the local control plane ({}), KWOK fake nodes (the 3 default \
          plus {} of {} pods added for the run), controller-manager `--kube-api-qps` {} / burst {}, \
-         scheduler `--kube-api-qps` {}. The release operator runs as a local process with leader \
-         election on and a status refresh every {} s, against the real local Kafka. Pipeline \
+         scheduler `--kube-api-qps` {}. The release operator runs as a local process watching every \
+         namespace, with leader election on and a status refresh every {} s, against the real \
+         local Kafka. Pipelines: at most {} per namespace. Pipeline \
          shape: {}.\n\n",
         fmt(&j["machine"]["cores"]),
         fmt(&j["cluster"]["kubernetes"]),
@@ -1861,6 +1964,7 @@ fn markdown(j: &Value) -> String {
         fmt(&j["cluster"]["settings"]["controller_manager_kube_api_burst"]),
         fmt(&j["cluster"]["settings"]["scheduler_kube_api_qps"]),
         fmt(&j["operator"]["status_interval_s"]),
+        fmt(&j["pipelines_per_namespace"]),
         fmt(&j["pipeline_shape"]),
     );
     md.push_str(&summary_table(j["summary"].as_array().map_or(&[], |a| a)));
@@ -2335,6 +2439,19 @@ mod tests {
             "{md}"
         );
         assert_eq!(summary_table(&[]), "");
+    }
+
+    #[test]
+    fn pipelines_are_spread_over_namespaces_of_at_most_the_limit() {
+        assert_eq!(run_namespaces("b", 100, 100), vec!["b-00"]);
+        assert_eq!(run_namespaces("b", 101, 100), vec!["b-00", "b-01"]);
+        assert_eq!(run_namespaces("b", 1000, 100).len(), 10);
+        assert_eq!(run_namespaces("b", 1000, 100)[9], "b-09");
+        assert_eq!(
+            run_namespaces("b", 5, 0),
+            vec!["b-00", "b-01", "b-02", "b-03", "b-04"]
+        );
+        assert_eq!(run_namespaces("b", 0, 100), vec!["b-00"], "always one");
     }
 
     #[test]

@@ -207,6 +207,11 @@ start etcd "${ETCD_BINARY}" \
 etcd_healthy() { curl -sf --max-time 2 "http://127.0.0.1:${ETCD_CLIENT_PORT}/health" | grep -q '"health":"true"'; }
 await etcd 60 etcd_healthy
 
+# /debug/pprof on the apiserver, controller manager and scheduler, for
+# finding where the control plane's CPU goes under a benchmark
+# (CONTROLPLANE_PROFILING=true; off by default, as in production).
+profiling="${CONTROLPLANE_PROFILING:-false}"
+
 # ---------------------------------------------------------------- kube-apiserver
 
 start kube-apiserver "${bin}/kube-apiserver" \
@@ -237,7 +242,7 @@ start kube-apiserver "${bin}/kube-apiserver" \
   --proxy-client-cert-file "${pki}/front-proxy-client.crt" \
   --proxy-client-key-file "${pki}/front-proxy-client.key" \
   --enable-aggregator-routing=false \
-  --profiling=false
+  --profiling="${profiling}"
 await kube-apiserver 180 https_ok "${server}/readyz"
 
 # ---------------------------------------------------------------- controllers
@@ -269,7 +274,7 @@ start kube-controller-manager "${bin}/kube-controller-manager" \
   --use-service-account-credentials=true \
   --service-cluster-ip-range 10.96.0.0/16 \
   --leader-elect=false \
-  --profiling=false \
+  --profiling="${profiling}" \
   "${kcm_rate[@]}"
 await kube-controller-manager 60 curl -sfk --max-time 2 "https://127.0.0.1:${CONTROLLER_MANAGER_PORT}/healthz"
 
@@ -282,7 +287,7 @@ start kube-scheduler "${bin}/kube-scheduler" \
   --client-ca-file "${pki}/ca.crt" \
   --requestheader-client-ca-file "${pki}/front-proxy-ca.crt" \
   --leader-elect=false \
-  --profiling=false
+  --profiling="${profiling}"
 await kube-scheduler 60 curl -sfk --max-time 2 "https://127.0.0.1:${SCHEDULER_PORT}/healthz"
 
 # Service accounts work end to end once the service-account controller has

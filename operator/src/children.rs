@@ -32,7 +32,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::reconcile::apply::{compact_fields, content_hash};
-use crate::reconcile::names::MANAGER;
+use crate::reconcile::names::{MANAGER, PIPELINE_LABEL};
 
 /// The caches.
 #[derive(Clone)]
@@ -243,6 +243,32 @@ impl Children {
         self.deployments.get(&key(ns, name))
     }
 
+    /// The names of the cached children of kind `kind` in `ns` labelled as
+    /// `pipeline`'s, or `None` for a kind that is not cached. A child
+    /// created a moment ago may not be cached yet; its owner reference lets
+    /// the garbage collector remove it all the same.
+    pub fn names_of_pipeline(&self, kind: &str, ns: &str, pipeline: &str) -> Option<Vec<String>> {
+        fn of<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, pipeline: &str) -> Vec<String>
+        where
+            K: Resource<DynamicType = ()> + Clone,
+        {
+            let state = store.state();
+            of_pipeline(state.iter().map(|o| &o.metadata), ns, pipeline)
+        }
+        Some(match kind {
+            "Deployment" => {
+                let state = self.deployments.state();
+                of_pipeline(state.iter().map(|d| &d.metadata), ns, pipeline)
+            }
+            "ServiceAccount" => of(&self.service_accounts, ns, pipeline),
+            "ConfigMap" => of(&self.config_maps, ns, pipeline),
+            "Service" => of(&self.services, ns, pipeline),
+            "HorizontalPodAutoscaler" => of(&self.hpas, ns, pipeline),
+            "PodDisruptionBudget" => of(&self.pdbs, ns, pipeline),
+            _ => return None,
+        })
+    }
+
     /// The metadata of the child of kind `kind` named `ns/name`:
     /// `Some(None)` when it does not exist, and `None` for a kind that is
     /// not cached.
@@ -267,11 +293,60 @@ impl Children {
     }
 }
 
+/// The names of the objects among `metas` that are in `ns` and labelled as
+/// `pipeline`'s (`paystream.io/pipeline=<pipeline>`), sorted. Pure.
+pub fn of_pipeline<'a>(
+    metas: impl IntoIterator<Item = &'a ObjectMeta>,
+    ns: &str,
+    pipeline: &str,
+) -> Vec<String> {
+    let mut names: Vec<String> = metas
+        .into_iter()
+        .filter(|m| m.namespace.as_deref() == Some(ns))
+        .filter(|m| {
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(PIPELINE_LABEL))
+                .is_some_and(|p| p == pipeline)
+        })
+        .filter_map(|m| m.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::DeploymentSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn a_pipelines_children_are_those_of_its_namespace_and_label() {
+        let meta = |ns: &str, name: &str, pipeline: Option<&str>| ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            labels: pipeline.map(|p| [(PIPELINE_LABEL.to_string(), p.to_string())].into()),
+            ..Default::default()
+        };
+        let metas = [
+            meta("a", "demo-producer", Some("demo")),
+            meta("a", "demo-api", Some("demo")),
+            meta("b", "demo-api", Some("demo")),
+            meta("a", "demo2-api", Some("demo2")),
+            meta("a", "unlabelled", None),
+        ];
+        assert_eq!(
+            of_pipeline(&metas, "a", "demo"),
+            vec!["demo-api".to_string(), "demo-producer".to_string()]
+        );
+        assert_eq!(
+            of_pipeline(&metas, "b", "demo"),
+            vec!["demo-api".to_string()]
+        );
+        assert!(of_pipeline(&metas, "c", "demo").is_empty());
+        assert!(of_pipeline(&metas, "a", "dem").is_empty());
+    }
 
     #[test]
     fn caches_keep_only_what_reconciles_read() {

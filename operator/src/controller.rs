@@ -33,6 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::children::{CachesStopped, Children, Watches};
+use crate::cleaned::Cleaned;
 use crate::crd::{FINALIZER, PaymentPipeline, PaymentPipelineStatus};
 use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
@@ -113,6 +114,9 @@ pub struct Context {
     settings: Settings,
     /// Consecutive Kafka failures per pipeline, for the backoff.
     kafka_failures: Mutex<HashMap<String, u32>>,
+    /// The pipelines whose cleanup finished, so a late reconcile of one
+    /// does not clean up again.
+    cleaned: Mutex<Cleaned>,
 }
 
 impl Context {
@@ -147,6 +151,7 @@ impl Context {
             recorder,
             settings,
             kafka_failures: Mutex::new(HashMap::new()),
+            cleaned: Mutex::new(Cleaned::new(CLEANED_TTL)),
         }
     }
 
@@ -161,6 +166,13 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &p.object_ref(&())).await {
             tracing::warn!(error = %e, "cannot publish an Event");
+        }
+    }
+
+    /// Records that the pipeline with `uid` is cleaned up.
+    fn mark_cleaned(&self, uid: &str) {
+        if let Ok(mut c) = self.cleaned.lock() {
+            c.mark(uid, Instant::now());
         }
     }
 
@@ -595,19 +607,18 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
 
 async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = p.namespace().unwrap_or_default();
-    let selector = names::pipeline_selector(&p.name_any());
+    let name = p.name_any();
     let a = &ctx.applier;
     // The kinds are independent of each other and of the topics: one round
     // of requests.
     let children = futures::future::try_join_all([
-        a.delete_labelled::<HorizontalPodAutoscaler>(&ns, &selector)
+        a.delete_children::<HorizontalPodAutoscaler>(&ns, &name)
             .boxed(),
-        a.delete_labelled::<PodDisruptionBudget>(&ns, &selector)
-            .boxed(),
-        a.delete_labelled::<Deployment>(&ns, &selector).boxed(),
-        a.delete_labelled::<Service>(&ns, &selector).boxed(),
-        a.delete_labelled::<ConfigMap>(&ns, &selector).boxed(),
-        a.delete_labelled::<ServiceAccount>(&ns, &selector).boxed(),
+        a.delete_children::<PodDisruptionBudget>(&ns, &name).boxed(),
+        a.delete_children::<Deployment>(&ns, &name).boxed(),
+        a.delete_children::<Service>(&ns, &name).boxed(),
+        a.delete_children::<ConfigMap>(&ns, &name).boxed(),
+        a.delete_children::<ServiceAccount>(&ns, &name).boxed(),
     ]);
     let (removed, deleted_topics) = tokio::try_join!(
         async { children.await.map_err(Error::from) },
@@ -658,11 +669,27 @@ async fn delete_topics(
     Ok(Some(names))
 }
 
+/// How long a finished cleanup is remembered: far longer than a deleted
+/// pipeline's cached object and queued reconciles outlive its finalizer.
+const CLEANED_TTL: Duration = Duration::from_secs(600);
+
 /// One reconcile of one PaymentPipeline.
 pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     let ns = p.namespace().unwrap_or_default();
     let api: Api<PaymentPipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let deleting = p.metadata.deletion_timestamp.is_some();
+    if deleting
+        && ctx
+            .cleaned
+            .lock()
+            .is_ok_and(|c| c.contains(&uid, Instant::now()))
+    {
+        tracing::debug!(pipeline = %p.name_any(), "already cleaned up");
+        return Ok(Action::await_change());
+    }
+    let cleans_up = deleting && p.finalizers().iter().any(|f| f == FINALIZER);
     if p.metadata.deletion_timestamp.is_none() && !p.finalizers().iter().any(|f| f == FINALIZER) {
         ctx.metrics.api_write("PaymentPipeline", "finalizer");
     }
@@ -686,7 +713,12 @@ pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Act
         Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
             if s.code == 404 =>
         {
+            ctx.mark_cleaned(&uid);
             Ok(Action::await_change())
+        }
+        Ok(action) if cleans_up => {
+            ctx.mark_cleaned(&uid);
+            Ok(action)
         }
         Ok(_) if first => reconcile_apply(object, ctx.clone()).await,
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),

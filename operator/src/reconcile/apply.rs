@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::DesiredDeployment;
-use super::names::{HANDOVER_MANAGER, MANAGER};
+use super::names::{HANDOVER_MANAGER, MANAGER, pipeline_selector};
 use crate::children::Children;
 use crate::metrics::Metrics;
 
@@ -259,8 +259,12 @@ impl Applier {
         }
     }
 
-    /// Deletes every object of kind `K` carrying `selector`. Returns how many.
-    pub async fn delete_labelled<K>(&self, ns: &str, selector: &str) -> Result<usize, kube::Error>
+    /// Deletes every child of kind `K` of the pipeline `pipeline` in `ns`.
+    /// Returns how many. The names come from the watch caches, so a cleanup
+    /// sends deletes only (a thousand pipelines deleted at once meant six
+    /// label LISTs each over the whole namespace); a kind without a cache is
+    /// listed by label.
+    pub async fn delete_children<K>(&self, ns: &str, pipeline: &str) -> Result<usize, kube::Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -268,10 +272,19 @@ impl Applier {
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list_metadata(&ListParams::default().labels(selector))
-            .await?;
-        let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+        let names = match self
+            .children
+            .names_of_pipeline(K::kind(&()).as_ref(), ns, pipeline)
+        {
+            Some(names) => names,
+            None => api
+                .list_metadata(&ListParams::default().labels(&pipeline_selector(pipeline)))
+                .await?
+                .items
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect(),
+        };
         let removed =
             futures::future::try_join_all(names.iter().map(|n| self.remove(&api, ns, n))).await?;
         Ok(removed.into_iter().filter(|r| *r).count())
