@@ -98,10 +98,11 @@ bench-freshness: bench-build stack-up ## Freshness: commit to visible through th
 # restarted, so 1,000 pipelines are not paced by a 20 QPS client.
 bench-cluster: export CONTROLLER_MANAGER_KUBE_API_QPS ?= 200
 bench-cluster: export CONTROLLER_MANAGER_KUBE_API_BURST ?= 400
+bench-cluster: export CONTROLPLANE_PROFILING ?= false
 bench-cluster:
 	@if pgrep -f kube-controller-manager >/dev/null && \
-	  ! pgrep -af kube-controller-manager | grep -q -- "--kube-api-qps $$CONTROLLER_MANAGER_KUBE_API_QPS"; then \
-	  echo "[bench] restarting the control plane with the controller manager at $$CONTROLLER_MANAGER_KUBE_API_QPS QPS"; \
+	  ! pgrep -af kube-controller-manager | grep -- "--kube-api-qps $$CONTROLLER_MANAGER_KUBE_API_QPS" | grep -q -- "--profiling=$$CONTROLPLANE_PROFILING"; then \
+	  echo "[bench] restarting the control plane with the controller manager at $$CONTROLLER_MANAGER_KUBE_API_QPS QPS, profiling $$CONTROLPLANE_PROFILING"; \
 	  bash e2e/controlplane/down.sh; \
 	fi
 	@bash e2e/controlplane/up.sh

@@ -784,6 +784,11 @@ def section_operator(d, plots):
                       + f": only {fmt(s['ready'], 0)} Ready when the benchmark stopped waiting at {fmt(s['ramp_s'])} s."]
         for e in r["errors"]:
             lines += ["", f"{int(r['pipelines']):,} pipelines: a run failed: {e}"]
+    for r in operator_runs(d):
+        if r.get("other_pipelines_in_cluster"):
+            lines += ["", f"{int(r['pipelines']):,} pipelines" + (f", run {r['run']}" if r.get("run") is not None else "")
+                      + f": {r['other_pipelines_in_cluster']} other PaymentPipelines were in the cluster; "
+                      "the operator reconciled them too, so its figures include them."]
     if not any(int(r["pipelines"]) == 1000 for r in op):
         lines += ["", "1,000 pipelines: **not in this run's operator result**."]
     return lines + [""]

@@ -177,6 +177,14 @@ class Parts(unittest.TestCase):
         md = "\n".join(report.section_operator(OPERATOR, {}))
         self.assertIn("| 100 | 2 of 2 | 70.0 (60.0–80.0) |", md)
         self.assertIn("1,000 pipelines, run 2: only 990 Ready when the benchmark stopped waiting at 480.0 s.", md)
+        self.assertNotIn("per namespace", md)
+        self.assertNotIn("other PaymentPipelines", md)
+        spread = {"pipelines_per_namespace": 100, "results": [
+            {"pipelines": 1000, "run": 1, "all_ready": True, "time_to_all_ready_s": 250.0,
+             "other_pipelines_in_cluster": 3}]}
+        md = "\n".join(report.section_operator(spread, {}))
+        self.assertIn("At most 100 pipelines per namespace; the operator watches every namespace.", md)
+        self.assertIn("1,000 pipelines, run 1: 3 other PaymentPipelines were in the cluster", md)
 
     def test_ratios_and_behind(self):
         parts = {"api": API, "cdc": CDC_NEW, "freshness": FRESH, "operator": OPERATOR}

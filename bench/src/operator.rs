@@ -930,6 +930,7 @@ fn cluster_settings() -> Value {
         "controller_manager_kube_api_burst": flag_value(&kcm, "--kube-api-burst").unwrap_or_else(|| "30 (default)".into()),
         "scheduler_kube_api_qps": flag_value(&scheduler, "--kube-api-qps").unwrap_or_else(|| "50 (default)".into()),
         "controller_manager_found": !kcm.is_empty(),
+        "profiling": flag_value(&kcm, "--profiling").unwrap_or_else(|| "true (default)".into()),
     })
 }
 
@@ -1199,14 +1200,17 @@ async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::
         namespaces.len()
     );
     let ns_api = Api::<Namespace>::all(client.clone());
-    for ns in &namespaces {
+    for (k, ns) in namespaces.iter().enumerate() {
         let namespace: Namespace = serde_json::from_value(json!({
             "metadata": { "name": ns, "labels": { BENCH_LABEL: "true" } }
         }))?;
-        ns_api
-            .create(&PostParams::default(), &namespace)
-            .await
-            .with_context(|| format!("creating namespace {ns}"))?;
+        if let Err(e) = ns_api.create(&PostParams::default(), &namespace).await {
+            // Leave nothing behind: the ones already created go.
+            for created in &namespaces[..k] {
+                let _ = ns_api.delete(created, &DeleteParams::background()).await;
+            }
+            return Err(e).with_context(|| format!("creating namespace {ns}"));
+        }
     }
     let result = measure(
         env,
@@ -1330,6 +1334,24 @@ async fn drop_finalizers(pipelines: &Api<DynamicObject>) {
     }
 }
 
+/// The PaymentPipelines of the cluster outside `namespaces`, as
+/// `namespace/name`.
+async fn other_pipelines(client: &Client, namespaces: &[String]) -> anyhow::Result<Vec<String>> {
+    let all = Api::<DynamicObject>::all_with(client.clone(), &pipeline_resource())
+        .list_metadata(&ListParams::default())
+        .await
+        .context("listing the cluster's PaymentPipelines")?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let ns = p.metadata.namespace.unwrap_or_default();
+            (!namespaces.contains(&ns))
+                .then(|| format!("{ns}/{}", p.metadata.name.unwrap_or_default()))
+        })
+        .collect())
+}
+
 /// Waits until every namespace of `names` is gone, at most `timeout`.
 async fn wait_all_gone(api: &Api<Namespace>, names: &[String], timeout: Duration) -> bool {
     let start = Instant::now();
@@ -1367,8 +1389,19 @@ async fn measure(
         }
     }
     // The operator watches every namespace, as the chart installs it; its
-    // Lease is in the run's first namespace.
+    // Lease is in the run's first namespace. Pipelines of anyone else (a
+    // test's leftovers, a namespace of an earlier run still terminating)
+    // would add to what it measures: they are counted and reported.
     let lease_ns = namespaces.first().context("a run has a namespace")?;
+    let others = other_pipelines(client, namespaces).await?;
+    if !others.is_empty() {
+        eprintln!(
+            "   warning: {} PaymentPipelines outside this run (e.g. {}): the operator reconciles \
+             them too, so its figures include them",
+            others.len(),
+            others[0]
+        );
+    }
     let mut operator = OperatorProcess::start(
         &args.operator,
         lease_ns,
@@ -1592,6 +1625,7 @@ async fn measure(
     let mib = |kib: f64| round1(kib / 1024.0);
     Ok(json!({
         "pipelines": count,
+        "other_pipelines_in_cluster": others.len(),
         "pods_expected": expected_pods,
         "all_ready": all_ready,
         "ready": ready_count,

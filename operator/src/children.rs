@@ -13,7 +13,11 @@
 //! replicas, available replicas), not the pod templates. A reconcile
 //! reads the caches only once they hold a first full list; a cache a moment
 //! behind the operator's own write costs at most one repeated apply, never
-//! a wrong one (server-side apply is idempotent).
+//! a wrong one (server-side apply is idempotent). Only one task waits for
+//! that first list and the others wait for it: kube-runtime's
+//! `Store::wait_until_ready` wakes just the last of several tasks waiting at
+//! once, so a pipeline whose first reconcile waited alongside another's
+//! (two created as the operator started) was never reconciled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
 use crate::reconcile::apply::{compact_fields, content_hash};
 use crate::reconcile::names::{MANAGER, PIPELINE_LABEL};
@@ -43,6 +48,9 @@ pub struct Children {
     services: Store<PartialObjectMeta<Service>>,
     hpas: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
     pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// Set once every cache held its first full list; the one task that
+    /// waits for the stores sets it, the others wait for it.
+    ready: Arc<OnceCell<()>>,
 }
 
 /// The watch streams feeding the caches; the controller polls them (each
@@ -163,6 +171,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Children, Watches) {
             services,
             hpas,
             pdbs,
+            ready: Arc::new(OnceCell::new()),
         },
         Watches {
             deployments: Box::pin(deployment_stream),
@@ -223,19 +232,26 @@ fn key<K: Resource<DynamicType = ()>>(ns: &str, name: &str) -> ObjectRef<K> {
 }
 
 impl Children {
-    /// Waits until every cache holds its first full list.
+    /// Waits until every cache holds its first full list. Any number of
+    /// tasks may wait at once: one of them waits for the stores (whose own
+    /// wait wakes only one task), the others for it.
     pub async fn ready(&self) -> Result<(), CachesStopped> {
-        let stopped = |_| CachesStopped;
-        self.deployments.wait_until_ready().await.map_err(stopped)?;
-        self.service_accounts
-            .wait_until_ready()
+        self.ready
+            .get_or_try_init(|| async {
+                let stopped = |_| CachesStopped;
+                self.deployments.wait_until_ready().await.map_err(stopped)?;
+                self.service_accounts
+                    .wait_until_ready()
+                    .await
+                    .map_err(stopped)?;
+                self.config_maps.wait_until_ready().await.map_err(stopped)?;
+                self.services.wait_until_ready().await.map_err(stopped)?;
+                self.hpas.wait_until_ready().await.map_err(stopped)?;
+                self.pdbs.wait_until_ready().await.map_err(stopped)?;
+                Ok(())
+            })
             .await
-            .map_err(stopped)?;
-        self.config_maps.wait_until_ready().await.map_err(stopped)?;
-        self.services.wait_until_ready().await.map_err(stopped)?;
-        self.hpas.wait_until_ready().await.map_err(stopped)?;
-        self.pdbs.wait_until_ready().await.map_err(stopped)?;
-        Ok(())
+            .map(|_| ())
     }
 
     /// The Deployment `ns/name`, if it exists.
@@ -321,6 +337,60 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
+    /// Children over fresh stores, and the writers that fill them.
+    fn unfilled() -> (Children, impl FnOnce()) {
+        let (deployments, mut w1) = reflector::store::<Deployment>();
+        let (service_accounts, mut w2) = reflector::store();
+        let (config_maps, mut w3) = reflector::store();
+        let (services, mut w4) = reflector::store();
+        let (hpas, mut w5) = reflector::store();
+        let (pdbs, mut w6) = reflector::store();
+        let children = Children {
+            deployments,
+            service_accounts,
+            config_maps,
+            services,
+            hpas,
+            pdbs,
+            ready: Arc::new(OnceCell::new()),
+        };
+        let fill = move || {
+            w1.apply_watcher_event(&watcher::Event::InitDone);
+            w2.apply_watcher_event(&watcher::Event::InitDone);
+            w3.apply_watcher_event(&watcher::Event::InitDone);
+            w4.apply_watcher_event(&watcher::Event::InitDone);
+            w5.apply_watcher_event(&watcher::Event::InitDone);
+            w6.apply_watcher_event(&watcher::Event::InitDone);
+        };
+        (children, fill)
+    }
+
+    #[tokio::test]
+    async fn every_task_waiting_for_the_first_lists_wakes() {
+        let (children, fill) = unfilled();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let c = children.clone();
+                tokio::spawn(async move { c.ready().await })
+            })
+            .collect();
+        // Every waiter is parked before the lists arrive.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        fill();
+        for w in waiters {
+            let done = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
+            assert!(
+                matches!(done, Ok(Ok(Ok(())))),
+                "a waiter was not woken: {done:?}"
+            );
+        }
+        // Later callers return at once.
+        assert!(children.ready().await.is_ok());
+    }
+
     #[test]
     fn a_pipelines_children_are_those_of_its_namespace_and_label() {
         let meta = |ns: &str, name: &str, pipeline: Option<&str>| ObjectMeta {
@@ -361,6 +431,7 @@ mod tests {
                 resource_version: Some("7".into()),
                 managed_fields: Some(vec![entry(MANAGER), entry("kube-controller-manager")]),
                 annotations: Some([("a".to_string(), "b".to_string())].into()),
+                labels: Some([(PIPELINE_LABEL.to_string(), "p".to_string())].into()),
                 ..Default::default()
             },
             spec: Some(DeploymentSpec {
@@ -386,6 +457,14 @@ mod tests {
         assert_eq!(fields[0].manager.as_deref(), Some(MANAGER));
         assert_eq!(d.metadata.resource_version.as_deref(), Some("7"));
         assert!(d.metadata.annotations.is_none());
+        assert_eq!(
+            d.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(PIPELINE_LABEL)),
+            Some(&"p".to_string()),
+            "cleanups find a pipeline's children by this label"
+        );
         let spec = d.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(3));
         assert!(spec.template.metadata.is_none());

@@ -38,7 +38,7 @@ use crate::crd::{FINALIZER, PaymentPipeline, PaymentPipelineStatus};
 use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
 use crate::observe;
-use crate::reconcile::apply::Applier;
+use crate::reconcile::apply::{Applier, Listing};
 use crate::reconcile::names::{self, MANAGER, Workload};
 use crate::reconcile::validate::{Validated, validate};
 use crate::reconcile::{self, BuildError, BuildInputs, env};
@@ -170,8 +170,8 @@ impl Context {
     }
 
     /// Records that the pipeline with `uid` is cleaned up.
-    fn mark_cleaned(&self, uid: &str) {
-        if let Ok(mut c) = self.cleaned.lock() {
+    fn mark_cleaned(&self, uid: Option<&str>) {
+        if let (Some(uid), Ok(mut c)) = (uid, self.cleaned.lock()) {
             c.mark(uid, Instant::now());
         }
     }
@@ -608,17 +608,30 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
 async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
+    // The children's names come from the caches, so they must hold their
+    // first full list (a leader that just started cleans up a pipeline
+    // deleted while it was away). An orphaning delete strips the children's
+    // owner references: a child the caches missed would stay for good, so
+    // they are listed.
+    ctx.children.ready().await?;
+    let from = if p.finalizers().iter().any(|f| f == ORPHAN_FINALIZER) {
+        Listing::Label
+    } else {
+        Listing::Caches
+    };
     let a = &ctx.applier;
     // The kinds are independent of each other and of the topics: one round
     // of requests.
     let children = futures::future::try_join_all([
-        a.delete_children::<HorizontalPodAutoscaler>(&ns, &name)
+        a.delete_children::<HorizontalPodAutoscaler>(&ns, &name, from)
             .boxed(),
-        a.delete_children::<PodDisruptionBudget>(&ns, &name).boxed(),
-        a.delete_children::<Deployment>(&ns, &name).boxed(),
-        a.delete_children::<Service>(&ns, &name).boxed(),
-        a.delete_children::<ConfigMap>(&ns, &name).boxed(),
-        a.delete_children::<ServiceAccount>(&ns, &name).boxed(),
+        a.delete_children::<PodDisruptionBudget>(&ns, &name, from)
+            .boxed(),
+        a.delete_children::<Deployment>(&ns, &name, from).boxed(),
+        a.delete_children::<Service>(&ns, &name, from).boxed(),
+        a.delete_children::<ConfigMap>(&ns, &name, from).boxed(),
+        a.delete_children::<ServiceAccount>(&ns, &name, from)
+            .boxed(),
     ]);
     let (removed, deleted_topics) = tokio::try_join!(
         async { children.await.map_err(Error::from) },
@@ -634,6 +647,7 @@ async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result
         .await;
     }
     let removed: usize = removed.into_iter().sum();
+    ctx.metrics.cleaned_up();
     tracing::info!(pipeline = %p.name_any(), removed, "cleaned up");
     Ok(Action::await_change())
 }
@@ -669,6 +683,9 @@ async fn delete_topics(
     Ok(Some(names))
 }
 
+/// The finalizer the apiserver adds for `propagationPolicy: Orphan`.
+const ORPHAN_FINALIZER: &str = "orphan";
+
 /// How long a finished cleanup is remembered: far longer than a deleted
 /// pipeline's cached object and queued reconciles outlive its finalizer.
 const CLEANED_TTL: Duration = Duration::from_secs(600);
@@ -678,15 +695,19 @@ pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Act
     let start = Instant::now();
     let ns = p.namespace().unwrap_or_default();
     let api: Api<PaymentPipeline> = Api::namespaced(ctx.client.clone(), &ns);
-    let uid = p.metadata.uid.clone().unwrap_or_default();
+    // The apiserver gives every object a uid; without one nothing is
+    // remembered or skipped.
+    let uid = p.metadata.uid.clone().filter(|u| !u.is_empty());
     let deleting = p.metadata.deletion_timestamp.is_some();
     if deleting
+        && let Some(uid) = &uid
         && ctx
             .cleaned
             .lock()
-            .is_ok_and(|c| c.contains(&uid, Instant::now()))
+            .is_ok_and(|c| c.contains(uid, Instant::now()))
     {
         tracing::debug!(pipeline = %p.name_any(), "already cleaned up");
+        ctx.metrics.reconciled(start.elapsed());
         return Ok(Action::await_change());
     }
     let cleans_up = deleting && p.finalizers().iter().any(|f| f == FINALIZER);
@@ -713,11 +734,11 @@ pub async fn reconcile(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Act
         Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
             if s.code == 404 =>
         {
-            ctx.mark_cleaned(&uid);
+            ctx.mark_cleaned(uid.as_deref());
             Ok(Action::await_change())
         }
         Ok(action) if cleans_up => {
-            ctx.mark_cleaned(&uid);
+            ctx.mark_cleaned(uid.as_deref());
             Ok(action)
         }
         Ok(_) if first => reconcile_apply(object, ctx.clone()).await,

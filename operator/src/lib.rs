@@ -6,7 +6,7 @@
 //! [`reconcile::validate`] and the builders under [`reconcile`] (a pipeline to
 //! Kubernetes objects), [`topics::plan`] (what to do to Kafka), [`status`]
 //! (conditions and phase), [`refresh`] (when to refresh next) and
-//! [`leader::decide`] and [`cleaned`] (the cleanups already done). The I/O modules only move
+//! [`leader::decide`], and [`cleaned`] (the cleanups already done). The I/O modules only move
 //! data: [`reconcile::apply`] (server-side apply), [`children`] (the watch
 //! caches of what it applied), [`secret_versions`] (the Secrets'
 //! versions, briefly cached), [`kafka`] (Kafka clients shared per cluster),

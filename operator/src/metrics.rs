@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics, served by the shared ops server:
-//! reconciles, their failures and duration, Kafka topic changes, whether this
+//! reconciles, their failures and duration, Kafka topic changes, cleanups
+//! run by the finalizer, whether this
 //! process leads (`paystream_operator_leader`), and every write the operator
 //! makes to the apiserver, by kind and verb (the idle check reads
 //! `paystream_operator_api_writes_total`), and every request it sends, reads
@@ -57,6 +58,7 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     topic_changes: Counter,
+    cleanups: Counter,
     leader: Gauge,
 }
 
@@ -73,6 +75,7 @@ impl Metrics {
             writes: Family::default(),
             requests: Family::default(),
             topic_changes: Counter::default(),
+            cleanups: Counter::default(),
             leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("operator");
@@ -106,6 +109,11 @@ impl Metrics {
             "topic_changes",
             "Kafka topics created, grown or reconfigured",
             m.topic_changes.clone(),
+        );
+        r.register(
+            "cleanups",
+            "Cleanups run by the finalizer (children and topics deleted), one per deleted pipeline",
+            m.cleanups.clone(),
         );
         r.register(
             "leader",
@@ -165,6 +173,11 @@ impl Metrics {
     /// One topic change in Kafka.
     pub fn topic_changed(&self) {
         self.topic_changes.inc();
+    }
+
+    /// The finalizer cleaned up a pipeline.
+    pub fn cleaned_up(&self) {
+        self.cleanups.inc();
     }
 
     /// Whether this process leads (runs the controller).

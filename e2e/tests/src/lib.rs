@@ -396,6 +396,22 @@ pub fn metric_sum(body: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
         .sum()
 }
 
+/// The partition count of `topic` in the Kafka at `bootstrap`, or `None`
+/// when the topic does not exist.
+pub fn kafka_partitions(bootstrap: &str, topic: &str) -> Result<Option<usize>> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use paystream_e2e::pipeline::{install_crd, resource, ssa};
 use paystream_e2e::{
-    Cluster, LocalProcess, TestNamespace, build_binaries, free_port, http_get, metric_sum,
-    poll_until, repo_root, unique_name, wait_for,
+    Cluster, LocalProcess, TestNamespace, build_binaries, free_port, http_get, kafka_partitions,
+    metric_sum, poll_until, repo_root, unique_name, wait_for,
 };
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
 
 /// The documents of a YAML file.
@@ -81,18 +79,6 @@ async fn invalid_specs_are_rejected_at_admission() -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn kafka_partitions(bootstrap: &str, topic: &str) -> Result<Option<usize>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len()))
 }
 
 fn status(obj: &DynamicObject) -> &Value {

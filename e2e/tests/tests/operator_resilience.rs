@@ -2,8 +2,10 @@
 //! local control plane and the real local Kafka: an unreachable Kafka
 //! (Degraded, backoff, recovery, other pipelines unaffected), two operators
 //! sharing one Lease (one leads, the standby takes over after a `kill -9`),
-//! `spec.paused` (changes held back until unpaused) and the hand-over of the
-//! API's `spec.replicas` from the operator to an HPA (never reset to 1).
+//! `spec.paused` (changes held back until unpaused), the hand-over of the
+//! API's `spec.replicas` from the operator to an HPA (never reset to 1), and
+//! deletion (children and topics removed, once per pipeline, also when the
+//! delete orphans the children).
 //!
 //! Each test has its own namespace, Lease and topic prefix; run them with
 //! `--test-threads=1` on a small machine (each starts its own operator).
@@ -20,7 +22,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use paystream_e2e::pipeline::{install_crd, resource, ssa};
 use paystream_e2e::{
     Cluster, LocalProcess, TestNamespace, build_binaries, free_port, http_get, http_status,
-    metric_sum, poll_until, repo_root, unique_name, wait_for,
+    kafka_partitions, metric_sum, poll_until, repo_root, unique_name, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -580,5 +582,151 @@ async fn api_replicas_are_handed_over_to_the_hpa_without_a_reset() -> Result<()>
         "the operator took spec.replicas back"
     );
     ensure!(!owns_replicas(&handed, OPERATOR_MANAGER));
+    Ok(())
+}
+
+/// The children of pipeline `name` that exist and are not being deleted,
+/// as `Kind/name`.
+async fn live_children(w: &World, name: &str) -> Result<Vec<String>> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::ListParams;
+    let client = w.cluster.client();
+    let ns = w.ns.name();
+    let lp = ListParams::default().labels(&format!("paystream.io/pipeline={name}"));
+    let mut out = Vec::new();
+    macro_rules! live {
+        ($kind:ty, $label:expr) => {
+            for o in Api::<$kind>::namespaced(client.clone(), ns)
+                .list_metadata(&lp)
+                .await?
+                .items
+            {
+                if o.metadata.deletion_timestamp.is_none() {
+                    out.push(format!(
+                        "{}/{}",
+                        $label,
+                        o.metadata.name.unwrap_or_default()
+                    ));
+                }
+            }
+        };
+    }
+    live!(Deployment, "Deployment");
+    live!(Service, "Service");
+    live!(ConfigMap, "ConfigMap");
+    live!(ServiceAccount, "ServiceAccount");
+    live!(PodDisruptionBudget, "PodDisruptionBudget");
+    live!(HorizontalPodAutoscaler, "HorizontalPodAutoscaler");
+    Ok(out)
+}
+
+#[tokio::test]
+async fn deletion_cleans_up_once_also_when_orphaning() -> Result<()> {
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let w = World::new("e2e-opdel").await?;
+    let (mut operator, port) = w.operator("a", &[])?;
+    let bootstrap = paystream_testkit::Stack::from_env().kafka_bootstrap;
+    // Two pipelines whose topics go with them: one deleted as kubectl does
+    // (background), one with propagationPolicy Orphan, which strips the
+    // children's owner references before the garbage collector could take
+    // them: only the operator's finalizer removes those.
+    let mut topics = Vec::new();
+    for name in ["bg", "orphan"] {
+        let prefix = unique_name("e2e-del");
+        w.apply_pipeline(name, |s| {
+            s["kafka"]["topicPrefix"] = json!(prefix);
+            s["kafka"]["deleteTopicsOnDelete"] = json!(true);
+        })
+        .await?;
+        topics.push((name, format!("{prefix}.checkpoints")));
+    }
+    for name in ["bg", "orphan"] {
+        poll_until(
+            &format!("{name}'s children and topics"),
+            Duration::from_secs(90),
+            || async {
+                let children = live_children(&w, name).await?;
+                let deployments = children
+                    .iter()
+                    .filter(|c| c.starts_with("Deployment/"))
+                    .count();
+                Ok((deployments == 3).then_some(()))
+            },
+        )
+        .await?;
+    }
+    for (_, topic) in &topics {
+        let b = bootstrap.clone();
+        let t = topic.clone();
+        poll_until(&format!("topic {topic}"), Duration::from_secs(60), || {
+            let (b, t) = (b.clone(), t.clone());
+            async move { Ok(kafka_partitions(&b, &t)?.map(|_| ())) }
+        })
+        .await?;
+    }
+    ensure!(
+        metric(port, "paystream_operator_cleanups_total").await? == 0.0,
+        "cleanups before any deletion"
+    );
+
+    w.pipelines
+        .delete("bg", &DeleteParams::background())
+        .await?;
+    w.pipelines
+        .delete(
+            "orphan",
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await?;
+    for name in ["bg", "orphan"] {
+        poll_until(
+            &format!("pipeline {name} gone"),
+            Duration::from_secs(60),
+            || async { Ok(w.pipelines.get_opt(name).await?.is_none().then_some(())) },
+        )
+        .await?;
+        // The finalizer came off only once every child was deleted.
+        let left = live_children(&w, name).await?;
+        ensure!(left.is_empty(), "{name}: children left: {left:?}");
+    }
+    for (name, topic) in &topics {
+        let b = bootstrap.clone();
+        let t = topic.clone();
+        poll_until(
+            &format!("{name}'s topic {topic} deleted"),
+            Duration::from_secs(60),
+            || {
+                let (b, t) = (b.clone(), t.clone());
+                async move { Ok(kafka_partitions(&b, &t)?.is_none().then_some(())) }
+            },
+        )
+        .await?;
+    }
+    // The children's deletions queued reconciles of the deleted pipelines;
+    // none of them cleaned up again. Wait until the queue is quiet (no
+    // reconcile for 3 s) before counting.
+    let reconciles = "paystream_operator_reconciles_total";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = metric(port, reconciles).await?;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        ensure!(Instant::now() < deadline, "the reconciles did not stop");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = metric(port, reconciles).await?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let cleanups = metric(port, "paystream_operator_cleanups_total").await?;
+    ensure!(
+        cleanups == 2.0,
+        "{cleanups} cleanups for 2 deleted pipelines"
+    );
+    ensure!(operator.running(), "the operator exited");
     Ok(())
 }

@@ -26,6 +26,16 @@ use super::names::{HANDOVER_MANAGER, MANAGER, pipeline_selector};
 use crate::children::Children;
 use crate::metrics::Metrics;
 
+/// Where a cleanup finds a pipeline's children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The watch caches: no request.
+    Caches,
+    /// A LIST by the pipeline's label: also finds a child created a moment
+    /// ago that the caches have not seen yet.
+    Label,
+}
+
 /// What this process last applied to an object: the hash of the desired
 /// content and the resourceVersion the apply returned.
 type Applied = HashMap<String, (u64, String)>;
@@ -260,11 +270,17 @@ impl Applier {
     }
 
     /// Deletes every child of kind `K` of the pipeline `pipeline` in `ns`.
-    /// Returns how many. The names come from the watch caches, so a cleanup
-    /// sends deletes only (a thousand pipelines deleted at once meant six
-    /// label LISTs each over the whole namespace); a kind without a cache is
+    /// Returns how many. With [`Listing::Caches`] the names come from the
+    /// watch caches, so a cleanup sends deletes only (a thousand pipelines
+    /// deleted at once meant six label LISTs each over the whole namespace);
+    /// with [`Listing::Label`], or for a kind without a cache, they are
     /// listed by label.
-    pub async fn delete_children<K>(&self, ns: &str, pipeline: &str) -> Result<usize, kube::Error>
+    pub async fn delete_children<K>(
+        &self,
+        ns: &str,
+        pipeline: &str,
+        from: Listing,
+    ) -> Result<usize, kube::Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -272,10 +288,13 @@ impl Applier {
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        let names = match self
-            .children
-            .names_of_pipeline(K::kind(&()).as_ref(), ns, pipeline)
-        {
+        let cached = match from {
+            Listing::Caches => self
+                .children
+                .names_of_pipeline(K::kind(&()).as_ref(), ns, pipeline),
+            Listing::Label => None,
+        };
+        let names = match cached {
             Some(names) => names,
             None => api
                 .list_metadata(&ListParams::default().labels(&pipeline_selector(pipeline)))
