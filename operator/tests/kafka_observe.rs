@@ -77,7 +77,20 @@ async fn lag_checkpoint_and_topics_through_shared_clients() {
     let plan = topics::plan(&desired, &existing);
     let done = cluster.execute(&plan).await.unwrap();
     assert_eq!(done.len(), 2, "{done:?}");
-    let existing = cluster.describe(&names, &["cleanup.policy"]).await.unwrap();
+    // The broker answers the creation before every metadata request sees
+    // the new topics: describe until both are there.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let existing = loop {
+        let existing = cluster.describe(&names, &["cleanup.policy"]).await.unwrap();
+        if names.iter().all(|n| existing.contains_key(n)) {
+            break existing;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the created topics are not described: {existing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(existing[&change].partitions, 2);
     assert_eq!(existing[&change].config["cleanup.policy"], "compact,delete");
     assert_eq!(
