@@ -164,15 +164,14 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Children, Watches) {
     let (hpas, hpa) = metadata::<HorizontalPodAutoscaler>(client, namespace);
     let (pdbs, pdb) = metadata::<PodDisruptionBudget>(client, namespace);
     (
-        Children {
+        Children::new(
             deployments,
             service_accounts,
             config_maps,
             services,
             hpas,
             pdbs,
-            ready: Arc::new(OnceCell::new()),
-        },
+        ),
         Watches {
             deployments: Box::pin(deployment_stream),
             service_accounts: sa,
@@ -232,6 +231,26 @@ fn key<K: Resource<DynamicType = ()>>(ns: &str, name: &str) -> ObjectRef<K> {
 }
 
 impl Children {
+    /// The caches over these stores, not known to be filled yet.
+    fn new(
+        deployments: Store<Deployment>,
+        service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+        config_maps: Store<PartialObjectMeta<ConfigMap>>,
+        services: Store<PartialObjectMeta<Service>>,
+        hpas: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
+        pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    ) -> Self {
+        Self {
+            deployments,
+            service_accounts,
+            config_maps,
+            services,
+            hpas,
+            pdbs,
+            ready: Arc::new(OnceCell::new()),
+        }
+    }
+
     /// Waits until every cache holds its first full list. Any number of
     /// tasks may wait at once: one of them waits for the stores (whose own
     /// wait wakes only one task), the others for it.
@@ -345,15 +364,14 @@ mod tests {
         let (services, mut w4) = reflector::store();
         let (hpas, mut w5) = reflector::store();
         let (pdbs, mut w6) = reflector::store();
-        let children = Children {
+        let children = Children::new(
             deployments,
             service_accounts,
             config_maps,
             services,
             hpas,
             pdbs,
-            ready: Arc::new(OnceCell::new()),
-        };
+        );
         let fill = move || {
             w1.apply_watcher_event(&watcher::Event::InitDone);
             w2.apply_watcher_event(&watcher::Event::InitDone);

@@ -162,23 +162,36 @@ where
         if !self.armed {
             return;
         }
-        let config = self.config.clone();
         let name = self.name.clone();
-        let outcome = std::thread::spawn(move || -> Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let client = Client::try_from(config)?;
-                delete_ignoring_missing(&Api::<K>::all(client), &name).await
-            })
-        })
-        .join();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("cleanup of {} {} failed: {err:#}", K::kind(&()), self.name),
-            Err(_) => eprintln!("cleanup of {} {} panicked", K::kind(&()), self.name),
-        }
+        clean_up(
+            &self.config,
+            &format!("cleanup of {} {}", K::kind(&()), self.name),
+            move |client| async move { delete_ignoring_missing(&Api::<K>::all(client), &name).await },
+        );
+    }
+}
+
+/// Runs `cleanup` with a client of `config` to the end, on a thread and
+/// runtime of its own (a guard is dropped inside the test's runtime, which
+/// cannot be blocked on), and reports a failure as `what` instead of
+/// panicking in a drop.
+fn clean_up<F, Fut>(config: &Config, what: &str, cleanup: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<()>>,
+{
+    let config = config.clone();
+    let outcome = std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move { cleanup(Client::try_from(config)?).await })
+    })
+    .join();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => eprintln!("{what} failed: {err:#}"),
+        Err(_) => eprintln!("{what} panicked"),
     }
 }
 
@@ -195,14 +208,11 @@ impl Drop for TestNamespace {
         if !self.guard.armed {
             return;
         }
-        let config = self.guard.config.clone();
         let ns = self.guard.name.clone();
-        let outcome = std::thread::spawn(move || -> Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let client = Client::try_from(config)?;
+        clean_up(
+            &self.guard.config,
+            &format!("dropping the finalizers in {ns}"),
+            move |client| async move {
                 let api = Api::<kube::api::DynamicObject>::namespaced_with(
                     client,
                     &ns,
@@ -230,14 +240,8 @@ impl Drop for TestNamespace {
                     }
                 }
                 Ok(())
-            })
-        })
-        .join();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("dropping the finalizers in {}: {err:#}", self.guard.name),
-            Err(_) => eprintln!("dropping the finalizers in {} panicked", self.guard.name),
-        }
+            },
+        );
     }
 }
 
