@@ -1779,7 +1779,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "status_interval_s": args.status_interval_secs,
             "kubeconfig_user": "cluster admin (as the e2e suite runs it)",
         },
-        "pipeline_shape": "examples/paymentpipeline.yaml with tables [users] of database payments (shared), partitions 1, replicationFactor 1, deleteTopicsOnDelete, consumer and API replicas 1 (no HPA): 3 Deployments, 3 Services, 2 PDBs, a ConfigMap and a ServiceAccount per pipeline; topics <prefix>.payments.users and <prefix>.checkpoints",
+        "pipeline_shape": "examples/paymentpipeline.yaml with tables [users] of database payments (shared), partitions 1, replicationFactor 1, deleteTopicsOnDelete, consumer and API replicas 1 (no HPA): 3 Deployments, 3 Services (the producer's and consumer's headless), a ConfigMap and a ServiceAccount per pipeline (no PodDisruptionBudget: one pod per workload); topics <prefix>.payments.users and <prefix>.checkpoints",
         "pipelines_per_namespace": args.pipelines_per_namespace,
         "operator_scope": "every namespace (no --namespace), Lease in the run's first namespace",
         "apply_concurrency": args.apply_concurrency,

@@ -450,8 +450,19 @@ async fn apply_all(
         a.apply(ns, &desired.service_account).boxed(),
         a.apply(ns, &desired.config_map).boxed(),
     ];
-    first.extend(desired.services.iter().map(|s| a.apply(ns, s).boxed()));
+    first.extend(
+        desired
+            .services
+            .iter()
+            .map(|s| a.apply_service(ns, s).boxed()),
+    );
     first.extend(desired.pdbs.iter().map(|p| a.apply(ns, p).boxed()));
+    first.extend(
+        desired
+            .stale_pdbs
+            .iter()
+            .map(|name| a.delete::<PodDisruptionBudget>(ns, name).boxed()),
+    );
     let mut second: Vec<BoxFuture<'_, Result<bool, kube::Error>>> = desired
         .deployments
         .iter()

@@ -3,9 +3,11 @@
 //! (Degraded, backoff, recovery, other pipelines unaffected), two operators
 //! sharing one Lease (one leads, the standby takes over after a `kill -9`),
 //! `spec.paused` (changes held back until unpaused), the hand-over of the
-//! API's `spec.replicas` from the operator to an HPA (never reset to 1), and
+//! API's `spec.replicas` from the operator to an HPA (never reset to 1),
 //! deletion (children and topics removed, once per pipeline, also when the
-//! delete orphans the children).
+//! delete orphans the children), and the children that depend on the
+//! spec: PodDisruptionBudgets only for workloads of two or more pods, and
+//! headless metrics Services (one made with a cluster IP is replaced).
 //!
 //! Each test has its own namespace, Lease and topic prefix; run them with
 //! `--test-threads=1` on a small machine (each starts its own operator).
@@ -728,5 +730,101 @@ async fn deletion_cleans_up_once_also_when_orphaning() -> Result<()> {
         "{cleanups} cleanups for 2 deleted pipelines"
     );
     ensure!(operator.running(), "the operator exited");
+    Ok(())
+}
+
+/// The Service `name` as it is now.
+async fn service(w: &World, name: &str) -> Result<Option<k8s_openapi::api::core::v1::Service>> {
+    let api =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(w.cluster.client(), w.ns.name());
+    Ok(api.get_opt(name).await?)
+}
+
+fn cluster_ip(s: &k8s_openapi::api::core::v1::Service) -> Option<&str> {
+    s.spec.as_ref()?.cluster_ip.as_deref()
+}
+
+#[tokio::test]
+async fn budgets_follow_the_replicas_and_metrics_services_become_headless() -> Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let w = World::new("e2e-opsvc").await?;
+    // A producer metrics Service with a cluster IP, as an earlier operator
+    // version made it: the cluster IP cannot be taken away by an apply.
+    let services = Api::<Service>::namespaced(w.cluster.client(), w.ns.name());
+    let old: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "s-producer" },
+        "spec": { "selector": { "app": "s-producer" }, "ports": [{ "name": "metrics", "port": 9090 }] }
+    }))?;
+    let old = services.create(&PostParams::default(), &old).await?;
+    let old_uid = old.metadata.uid.clone().context("no uid")?;
+    ensure!(
+        cluster_ip(&old).is_some_and(|ip| ip != "None"),
+        "the old Service got no cluster IP: {:?}",
+        cluster_ip(&old)
+    );
+
+    let (_operator, _port) = w.operator("a", &[])?;
+    w.apply_pipeline("s", |s| {
+        fixed_consumer(s, 1);
+        fixed_api(s, 2);
+    })
+    .await?;
+    poll_until(
+        "headless metrics Services, the API's with a cluster IP",
+        Duration::from_secs(90),
+        || async {
+            let producer = service(&w, "s-producer").await?;
+            let consumer = service(&w, "s-consumer").await?;
+            let api = service(&w, "s-api").await?;
+            Ok(match (producer, consumer, api) {
+                (Some(p), Some(c), Some(a))
+                    if p.metadata.uid.as_deref() != Some(old_uid.as_str())
+                        && cluster_ip(&p) == Some("None")
+                        && cluster_ip(&c) == Some("None")
+                        && cluster_ip(&a).is_some_and(|ip| ip != "None") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+        },
+    )
+    .await?;
+
+    // One consumer pod: no budget; two API pods: a budget.
+    let budgets = || async {
+        let mut b: Vec<String> = live_children(&w, "s")
+            .await?
+            .into_iter()
+            .filter(|c| c.starts_with("PodDisruptionBudget/"))
+            .collect();
+        b.sort();
+        anyhow::Ok(b)
+    };
+    poll_until(
+        "the API's budget alone",
+        Duration::from_secs(60),
+        || async { Ok((budgets().await? == ["PodDisruptionBudget/s-api"]).then_some(())) },
+    )
+    .await?;
+    // The other way round: the API down to one pod loses its budget, the
+    // consumer up to two gets one.
+    w.patch_spec(
+        "s",
+        json!({ "consumer": { "replicas": 2 }, "api": { "replicas": 1 } }),
+    )
+    .await?;
+    poll_until(
+        "the consumer's budget alone",
+        Duration::from_secs(60),
+        || async { Ok((budgets().await? == ["PodDisruptionBudget/s-consumer"]).then_some(())) },
+    )
+    .await?;
+    w.wait_condition("s", "Ready", Duration::from_secs(90), |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
     Ok(())
 }

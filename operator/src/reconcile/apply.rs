@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -109,6 +110,11 @@ fn version_of(meta: &ObjectMeta) -> Option<String> {
         }
         None => meta.resource_version.clone(),
     }
+}
+
+/// True when `svc` asks for no cluster IP (a headless Service). Pure.
+pub fn headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
 /// A hash of `obj`'s JSON text (stable within one process). Pure.
@@ -235,6 +241,25 @@ impl Applier {
             }
         }
         self.apply(ns, &d.deployment).await
+    }
+
+    /// Applies a Service. A Service's cluster IP cannot change once set:
+    /// when the apiserver refuses (422) to make a Service with a cluster IP
+    /// headless, as for a metrics Service made by an earlier operator
+    /// version, the Service is deleted and made again. Prometheus loses its
+    /// targets for the moment between the two requests; nothing else uses
+    /// a metrics Service.
+    pub async fn apply_service(&self, ns: &str, svc: &Service) -> Result<bool, kube::Error> {
+        match self.apply(ns, svc).await {
+            Err(kube::Error::Api(s)) if s.code == 422 && headless(svc) => {
+                let name = svc.name_any();
+                tracing::info!(service = %name, reason = %s.message, "recreating the Service headless");
+                let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+                self.remove(&api, ns, &name).await?;
+                self.apply(ns, svc).await
+            }
+            other => other,
+        }
     }
 
     /// Deletes `name` if it exists. Returns whether it deleted.

@@ -77,6 +77,30 @@ pub fn replica_policy(p: &Validated, workload: Workload, lag: Option<i64>) -> Re
     }
 }
 
+/// The most replicas a workload can run under its policy: the fixed
+/// count, or the autoscaling maximum (lag or CPU), after the consumer's cap
+/// at the partitions. Pure.
+pub fn max_replicas(p: &Validated, workload: Workload) -> i32 {
+    match replica_policy(p, workload, None) {
+        ReplicaPolicy::Hpa { max, .. } => max,
+        ReplicaPolicy::Fixed(n) => match workload_spec(p, workload)
+            .as_ref()
+            .and_then(|w| w.autoscaling.as_ref())
+        {
+            // Lag mode: the count moves with the lag up to the maximum.
+            Some(a) => {
+                let cap = if workload == Workload::Consumer {
+                    p.consumer_cap.max(1)
+                } else {
+                    i32::MAX
+                };
+                a.max_replicas.min(cap).max(n)
+            }
+            None => n,
+        },
+    }
+}
+
 /// The HPAs to apply, and the names of HPAs that must not exist. Pure.
 pub fn hpas(
     p: &Validated,
@@ -169,6 +193,30 @@ mod tests {
             replica_policy(&v, Workload::Consumer, None),
             ReplicaPolicy::Fixed(4)
         );
+    }
+
+    #[test]
+    fn max_replicas_follow_the_policy_and_the_cap() {
+        let mut p = sample();
+        // CPU autoscaling up to 10, capped at the 4 partitions.
+        let v = validate(&p).unwrap();
+        assert_eq!(max_replicas(&v, Workload::Consumer), 4);
+        assert_eq!(max_replicas(&v, Workload::Producer), 1);
+        p.spec.consumer.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 1,
+            max_replicas: 3,
+            target_cpu_utilization: None,
+            target_lag_per_replica: Some(1000),
+        });
+        let v = validate(&p).unwrap();
+        assert_eq!(max_replicas(&v, Workload::Consumer), 3);
+        p.spec.consumer.autoscaling = None;
+        p.spec.consumer.replicas = Some(1);
+        let v = validate(&p).unwrap();
+        assert_eq!(max_replicas(&v, Workload::Consumer), 1);
+        p.spec.consumer.replicas = Some(2);
+        let v = validate(&p).unwrap();
+        assert_eq!(max_replicas(&v, Workload::Consumer), 2);
     }
 
     #[test]

@@ -70,8 +70,10 @@ pub struct Desired {
     pub hpas: Vec<HorizontalPodAutoscaler>,
     /// HPAs that must not exist (autoscaling is off for that workload).
     pub stale_hpas: Vec<String>,
-    /// Disruption budgets of the scalable workloads.
+    /// Disruption budgets of the workloads that can run two or more pods.
     pub pdbs: Vec<PodDisruptionBudget>,
+    /// Disruption budgets that must not exist (the workload runs one pod).
+    pub stale_pdbs: Vec<String>,
 }
 
 /// What the builders need beyond the spec: the owner and observations.
@@ -98,10 +100,12 @@ pub fn build(pipeline: &Validated, inputs: &BuildInputs) -> Result<Desired, Buil
         deployments.push(workloads::deployment(pipeline, workload, inputs, &hash)?);
     }
     let (hpas, stale_hpas) = autoscaling::hpas(pipeline, &inputs.owner)?;
+    let (pdbs, stale_pdbs) = disruption::build(pipeline, &inputs.owner)?;
     Ok(Desired {
         service_account: workloads::service_account(pipeline, &inputs.owner)?,
         services: services::build(pipeline, &inputs.owner)?,
-        pdbs: disruption::build(pipeline, &inputs.owner)?,
+        pdbs,
+        stale_pdbs,
         config_map,
         deployments,
         hpas,
