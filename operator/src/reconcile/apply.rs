@@ -244,14 +244,16 @@ impl Applier {
     }
 
     /// Applies a Service. A Service's cluster IP cannot change once set:
-    /// when the apiserver refuses (422) to make a Service with a cluster IP
-    /// headless, as for a metrics Service made by an earlier operator
+    /// when the apiserver refuses (422, naming `spec.clusterIPs`) to make a
+    /// Service with a cluster IP headless, as for a metrics Service made by an earlier operator
     /// version, the Service is deleted and made again. Prometheus loses its
     /// targets for the moment between the two requests; nothing else uses
     /// a metrics Service.
     pub async fn apply_service(&self, ns: &str, svc: &Service) -> Result<bool, kube::Error> {
         match self.apply(ns, svc).await {
-            Err(kube::Error::Api(s)) if s.code == 422 && headless(svc) => {
+            Err(kube::Error::Api(s))
+                if s.code == 422 && headless(svc) && s.message.contains("clusterIP") =>
+            {
                 let name = svc.name_any();
                 tracing::info!(service = %name, reason = %s.message, "recreating the Service headless");
                 let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
