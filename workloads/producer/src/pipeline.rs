@@ -233,6 +233,8 @@ async fn session(
     }
 
     let (tx, mut rx) = mpsc::channel(config.buffer_chunks);
+    // The snapshot state of the last committed checkpoint.
+    let (committed, mut committed_rx) = tokio::sync::watch::channel(initial.snapshot.clone());
     let stop = shutdown.child_token();
     let reader_settings = ReaderSettings {
         server_id: config.server_id,
@@ -264,13 +266,27 @@ async fn session(
             )
             .await
             {
-                Ok(at) => StartPosition {
-                    flavor: current.flavor,
-                    gtid: at.gtid,
-                    file: at.file,
-                    pos: at.pos,
-                    partial: None,
-                },
+                Ok(at) => {
+                    // Stream only once the snapshot's end is committed: a
+                    // crash before that point takes the snapshot again, and
+                    // changes streamed meanwhile would come out as reads.
+                    tokio::select! {
+                        r = committed_rx.wait_for(|s| *s == SnapshotState::Done) => {
+                            if r.is_err() {
+                                stop.cancel();
+                                return Outcome::Shutdown;
+                            }
+                        }
+                        _ = stop.cancelled() => return Outcome::Shutdown,
+                    }
+                    StartPosition {
+                        flavor: current.flavor,
+                        gtid: at.gtid,
+                        file: at.file,
+                        pos: at.pos,
+                        partial: None,
+                    }
+                }
                 Err(snapshot::SnapshotError::Cancelled)
                 | Err(snapshot::SnapshotError::PublisherGone) => {
                     stop.cancel();
@@ -319,7 +335,9 @@ async fn session(
         }
     };
     let publish = async {
-        let r = publisher.run(initial.clone(), &mut rx, &stop).await;
+        let r = publisher
+            .run(initial.clone(), &mut rx, &stop, &committed)
+            .await;
         stop.cancel();
         r
     };

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paystream_core::checkpoint::Checkpoint;
+use paystream_core::checkpoint::{Checkpoint, SnapshotState};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ProducerMetrics;
@@ -94,6 +94,23 @@ enum Step {
     TakeQueued,
     /// Close the batch and commit it.
     Close,
+}
+
+/// Whether a batch may wait for a later transaction instead of being
+/// committed now: it has no records, it was not long since the last commit,
+/// and it does not change the snapshot's state. The end of a snapshot that
+/// read no rows is committed at once: folded, a crash before the next commit
+/// left no checkpoint, so the restart took the snapshot again and the changes
+/// made meanwhile came out as snapshot reads (a row inserted and deleted in
+/// that moment never came out). Pure.
+fn may_fold(
+    records: usize,
+    from: &Checkpoint,
+    to: &Checkpoint,
+    since_commit: Duration,
+    interval: Duration,
+) -> bool {
+    records == 0 && from.snapshot == to.snapshot && since_commit < interval
 }
 
 /// The batch loop's decision for a batch holding `records` records, with
@@ -171,6 +188,7 @@ impl Publisher {
         mut checkpoint: Checkpoint,
         rx: &mut mpsc::Receiver<Chunk>,
         shutdown: &CancellationToken,
+        committed: &watch::Sender<SnapshotState>,
     ) -> Result<Checkpoint, PublishError> {
         let mut last_commit = Instant::now();
         let mut dirty = false;
@@ -182,6 +200,7 @@ impl Publisher {
                 _ = tokio::time::sleep(self.settings.idle_checkpoint_interval), if dirty => {
                     // Quiet source: persist the moved position on its own.
                     self.commit_batch(&[], &checkpoint).await?;
+                    committed.send_replace(checkpoint.snapshot.clone());
                     dirty = false;
                     last_commit = Instant::now();
                     continue;
@@ -190,6 +209,7 @@ impl Publisher {
             let Some(first) = first else {
                 if dirty {
                     self.commit_batch(&[], &checkpoint).await?;
+                    committed.send_replace(checkpoint.snapshot.clone());
                 }
                 return Ok(checkpoint);
             };
@@ -248,7 +268,13 @@ impl Publisher {
                 records += chunk.records.len();
                 batch.push(chunk);
             }
-            if records == 0 && last_commit.elapsed() < self.settings.idle_checkpoint_interval {
+            if may_fold(
+                records,
+                &checkpoint,
+                &next,
+                last_commit.elapsed(),
+                self.settings.idle_checkpoint_interval,
+            ) {
                 // Only position moves (filtered tables, DDL): fold them into a
                 // later transaction instead of committing an empty one now.
                 checkpoint = next;
@@ -256,6 +282,7 @@ impl Publisher {
                 continue;
             }
             self.commit_batch(&batch, &next).await?;
+            committed.send_replace(next.snapshot.clone());
             checkpoint = next;
             dirty = false;
             last_commit = Instant::now();
@@ -404,6 +431,59 @@ mod tests {
         // Records-less chunks (position moves) are taken too.
         assert_eq!(next_step(0, 100, Duration::ZERO, 1), Step::TakeQueued);
         assert_eq!(next_step(1, 100, Duration::ZERO, 0), Step::Close);
+    }
+
+    fn checkpoint(snapshot: SnapshotState, pos: u64) -> Checkpoint {
+        Checkpoint {
+            source: "p".into(),
+            flavor: paystream_core::checkpoint::Flavor::Mariadb,
+            gtid: String::new(),
+            file: "mariadb-bin.000001".into(),
+            pos,
+            last_event_ts_ms: 0,
+            partial: None,
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn position_moves_fold_but_the_end_of_a_snapshot_is_committed_at_once() {
+        let second = Duration::from_secs(1);
+        let done = checkpoint(SnapshotState::Done, 4);
+        // A position move without records waits for a later transaction,
+        // until the interval has passed.
+        assert!(may_fold(
+            0,
+            &done,
+            &checkpoint(SnapshotState::Done, 9),
+            MS,
+            second
+        ));
+        assert!(!may_fold(
+            0,
+            &done,
+            &checkpoint(SnapshotState::Done, 9),
+            second,
+            second
+        ));
+        assert!(!may_fold(
+            3,
+            &done,
+            &checkpoint(SnapshotState::Done, 9),
+            MS,
+            second
+        ));
+        // A snapshot that read no rows ends with a records-less batch: it is
+        // committed now, whatever the interval.
+        let running = checkpoint(SnapshotState::Running, 4);
+        assert!(!may_fold(0, &running, &done, MS, second));
+        assert!(may_fold(
+            0,
+            &running,
+            &checkpoint(SnapshotState::Running, 4),
+            MS,
+            second
+        ));
     }
 
     #[test]
