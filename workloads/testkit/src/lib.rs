@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where the local stack's servers listen and how to log in to them.
@@ -112,16 +113,25 @@ impl Stack {
     }
 }
 
-/// A name no other test run uses: `prefix` plus time and process id.
+/// A name no other test run uses: `prefix` plus process id and time. The
+/// number grows with every call in a process, so tests running at once in
+/// one process never get the same one: two did, in the same nanosecond
+/// reading, and their packages' unique codes collided.
 pub fn unique_name(prefix: &str) -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
+        .map(|d| (d.as_nanos() % 1_000_000_000_000) as u64)
         .unwrap_or_default();
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(nanos.max(last + 1))
+        })
+        .unwrap_or(nanos);
     format!(
         "{prefix}_{}_{}",
         std::process::id(),
-        nanos % 1_000_000_000_000
+        nanos.max(previous + 1)
     )
 }
 
@@ -162,6 +172,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_names_differ_across_threads_calling_at_once() {
+        let names: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| (0..1000).map(|_| unique_name("t")).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(names.len(), 8000);
+        assert_eq!(distinct.len(), names.len());
+    }
 
     #[test]
     fn unique_names_differ() {
