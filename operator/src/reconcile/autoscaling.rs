@@ -48,16 +48,22 @@ fn workload_spec(p: &Validated, workload: Workload) -> Option<ScalableWorkloadSp
     }
 }
 
+/// The most replicas any policy may give a workload: the consumer never
+/// gets more than the change topics have partitions. Pure.
+fn replica_cap(p: &Validated, workload: Workload) -> i32 {
+    if workload == Workload::Consumer {
+        p.consumer_cap.max(1)
+    } else {
+        i32::MAX
+    }
+}
+
 /// The replica policy of a workload. Pure.
 pub fn replica_policy(p: &Validated, workload: Workload, lag: Option<i64>) -> ReplicaPolicy {
     let Some(w) = workload_spec(p, workload) else {
         return ReplicaPolicy::Fixed(1);
     };
-    let cap = if workload == Workload::Consumer {
-        p.consumer_cap.max(1)
-    } else {
-        i32::MAX
-    };
+    let cap = replica_cap(p, workload);
     match &w.autoscaling {
         None => ReplicaPolicy::Fixed(w.replicas.unwrap_or(1).min(cap)),
         Some(a) => {
@@ -88,14 +94,7 @@ pub fn max_replicas(p: &Validated, workload: Workload) -> i32 {
             .and_then(|w| w.autoscaling.as_ref())
         {
             // Lag mode: the count moves with the lag up to the maximum.
-            Some(a) => {
-                let cap = if workload == Workload::Consumer {
-                    p.consumer_cap.max(1)
-                } else {
-                    i32::MAX
-                };
-                a.max_replicas.min(cap).max(n)
-            }
+            Some(a) => a.max_replicas.min(replica_cap(p, workload)).max(n),
             None => n,
         },
     }
