@@ -13,14 +13,19 @@
 //! and `_api_writes_total`) next to the apiserver's `apiserver_request_total`
 //! for the same resources (all clients). Ready needs no producer: it is "no
 //! problem, every Deployment has its replicas available", which KWOK's fake
-//! pods satisfy; the binlog position stays empty. Afterwards it deletes the
-//! pipelines (the operator deletes their topics), sweeps any topic left
-//! under the run's prefix, deletes the namespace and the extra fake nodes it
-//! added (the three default KWOK nodes hold 330 pods; a pipeline has three).
-//! Every count is measured `--repeat` times, in rounds (100, 1,000, then
-//! again), so a slow spell of the shared machine falls on both counts alike;
-//! the report gives each run and, per count, the median and the spread of the
-//! headline figures.
+//! pods satisfy; the binlog position stays empty. In the last round of each
+//! count (every round with `--time-deletion-every-round`) it then deletes the
+//! pipelines and times the operator's finalizers (they delete the children
+//! and the topics). Any topic left under the run's prefix is swept, and the
+//! round ends with the cluster emptied ([`reset`]: the local control plane
+//! is restarted with an empty etcd, elsewhere the namespaces are deleted).
+//! Extra fake nodes are added for the pods (the three default KWOK nodes
+//! hold 330; a pipeline has three). Every count is measured `--repeat`
+//! times, in rounds (100, 1,000, then again), so a slow spell of the shared
+//! machine falls on both counts alike; the report gives each run and, per
+//! count, the median and the spread of the headline figures.
+
+mod reset;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -48,6 +53,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
 
 use crate::report::{median, percentile, write};
+use reset::Cleanup;
 
 /// Operator benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,6 +102,17 @@ pub struct Args {
     /// The operator binary (release build).
     #[arg(long, default_value_t = default_operator())]
     operator: String,
+    /// How a round empties the cluster: `reset` restarts the local control
+    /// plane with an empty etcd, `delete` deletes the round's namespaces and
+    /// waits for them; `auto` resets the local control plane unless it holds
+    /// PaymentPipelines that are not the benchmark's.
+    #[arg(long, value_enum, default_value_t = Cleanup::Auto)]
+    cleanup: Cleanup,
+    /// Time the operator's deletion of every pipeline in every round, not
+    /// only in the last round of each count (rounds that delete their
+    /// namespaces always do).
+    #[arg(long)]
+    time_deletion_every_round: bool,
 }
 
 fn default_operator() -> String {
@@ -1190,7 +1207,22 @@ fn run_namespaces(base: &str, count: usize, per_namespace: usize) -> Vec<String>
         .collect()
 }
 
-async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::Result<Value> {
+/// How one round ends: whether it times the deletion of its pipelines, and
+/// whether it deletes its namespaces (otherwise the cluster is reset after
+/// it).
+#[derive(Debug, Clone, Copy)]
+struct RoundEnd {
+    time_deletion: bool,
+    delete_namespaces: bool,
+}
+
+async fn run_count(
+    env: &Env,
+    args: &Args,
+    count: usize,
+    run: usize,
+    end: RoundEnd,
+) -> anyhow::Result<Value> {
     let client = &env.client;
     let base = format!("bench-op-{count}-{}-{run}", env.run_id);
     let namespaces = run_namespaces(&base, count, args.pipelines_per_namespace);
@@ -1215,13 +1247,30 @@ async fn run_count(env: &Env, args: &Args, count: usize, run: usize) -> anyhow::
     let result = measure(
         env,
         args,
-        count,
-        run,
-        &namespaces,
-        &format!("{base}-"),
-        &prefix,
+        Round {
+            count,
+            run,
+            namespaces: &namespaces,
+            ns_prefix: &format!("{base}-"),
+            prefix: &prefix,
+            time_deletion: end.time_deletion,
+        },
     )
     .await;
+    if !end.delete_namespaces {
+        // The cluster is reset next; the topics are the broker's.
+        let swept = sweep_topics(&env.bootstrap, &prefix)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("sweeping the run's topics: {e:#}");
+                0
+            });
+        println!("   {swept} topics swept; the control plane is reset next");
+        let mut out = result?;
+        out["namespaces"] = json!(namespaces.len());
+        out["cleanup"]["topics_swept_after"] = json!(swept);
+        return Ok(out);
+    }
     // Cleanup, whatever happened: the pipelines went first (inside
     // `measure`); the namespaces take the rest.
     let t = Instant::now();
@@ -1372,15 +1421,27 @@ async fn wait_all_gone(api: &Api<Namespace>, names: &[String], timeout: Duration
     false
 }
 
-async fn measure(
-    env: &Env,
-    args: &Args,
+/// One round of one count: where its pipelines go and how it ends.
+struct Round<'a> {
     count: usize,
     run: usize,
-    namespaces: &[String],
-    ns_prefix: &str,
-    prefix: &str,
-) -> anyhow::Result<Value> {
+    namespaces: &'a [String],
+    /// The prefix of the round's namespaces.
+    ns_prefix: &'a str,
+    /// The prefix of the round's topics.
+    prefix: &'a str,
+    time_deletion: bool,
+}
+
+async fn measure(env: &Env, args: &Args, round: Round<'_>) -> anyhow::Result<Value> {
+    let Round {
+        count,
+        run,
+        namespaces,
+        ns_prefix,
+        prefix,
+        time_deletion,
+    } = round;
     let client = &env.client;
     for ns in namespaces {
         let secrets = Api::<Secret>::namespaced(client.clone(), ns);
@@ -1558,50 +1619,79 @@ async fn measure(
     // Deletion: the operator's finalizer removes children and topics.
     let td = Instant::now();
     let pd0 = read_proc(operator.pid()).unwrap_or(pi1);
-    // A failed deletion is a finding of this run, not the loss of what was
-    // measured above: it is reported in `cleanup.error`.
-    let targets: Vec<(String, String)> = applied
-        .iter()
-        .map(|(ns, name, _)| (ns.clone(), name.clone()))
-        .collect();
-    let delete_error = delete_pipelines(client, &targets, args.apply_concurrency)
-        .await
-        .err()
-        .map(|e| {
-            eprintln!("   deleting the pipelines: {e:#}");
-            format!("{e:#}")
-        });
-    let deleted = delete_error.is_none()
-        && wait_seen(&seen, Duration::from_secs(args.delete_timeout_secs), |s| {
-            s.pipelines.values().all(|p| !p.2)
-        })
-        .await;
-    let deleted_by_operator = lock(&seen).pipelines.values().filter(|p| !p.2).count();
-    let delete_time = td.elapsed();
-    let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
-    if !deleted {
-        // Let the namespaces go anyway: drop the finalizers.
-        for ns in namespaces {
-            drop_finalizers(&Api::namespaced_with(
-                client.clone(),
-                ns,
-                &pipeline_resource(),
-            ))
+    let (cleanup, pd1) = if time_deletion {
+        // A failed deletion is a finding of this run, not the loss of what
+        // was measured above: it is reported in `cleanup.error`.
+        let targets: Vec<(String, String)> = applied
+            .iter()
+            .map(|(ns, name, _)| (ns.clone(), name.clone()))
+            .collect();
+        let delete_error = delete_pipelines(client, &targets, args.apply_concurrency)
+            .await
+            .err()
+            .map(|e| {
+                eprintln!("   deleting the pipelines: {e:#}");
+                format!("{e:#}")
+            });
+        let deleted = delete_error.is_none()
+            && wait_seen(&seen, Duration::from_secs(args.delete_timeout_secs), |s| {
+                s.pipelines.values().all(|p| !p.2)
+            })
             .await;
+        let deleted_by_operator = lock(&seen).pipelines.values().filter(|p| !p.2).count();
+        let delete_time = td.elapsed();
+        let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
+        if !deleted {
+            // Let the namespaces go anyway: drop the finalizers.
+            for ns in namespaces {
+                drop_finalizers(&Api::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &pipeline_resource(),
+                ))
+                .await;
+            }
         }
-    }
-    let b = env.bootstrap.clone();
-    let p = prefix.to_string();
-    let topics_left = match tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p)).await {
-        Ok(Ok(t)) => Some(t.len()),
-        Ok(Err(e)) => {
-            eprintln!("   listing the run's topics: {e:#}");
-            None
-        }
-        Err(e) => {
-            eprintln!("   listing the run's topics: {e}");
-            None
-        }
+        let b = env.bootstrap.clone();
+        let p = prefix.to_string();
+        let topics_left =
+            match tokio::task::spawn_blocking(move || topics_with_prefix(&b, &p)).await {
+                Ok(Ok(t)) => Some(t.len()),
+                Ok(Err(e)) => {
+                    eprintln!("   listing the run's topics: {e:#}");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("   listing the run's topics: {e}");
+                    None
+                }
+            };
+        println!(
+            "   deleted in {:.1} s ({}), {} topics left before the sweep",
+            delete_time.as_secs_f64(),
+            if deleted {
+                "finalizers ran"
+            } else if delete_error.is_some() {
+                "the deletes failed; finalizers dropped"
+            } else {
+                "timed out; finalizers dropped"
+            },
+            topics_left.map_or_else(|| "?".to_string(), |n| n.to_string())
+        );
+        let cleanup = json!({
+            "timed": true,
+            "pipelines_deleted_s": deleted.then(|| secs(delete_time)),
+            "gave_up_after_s": (!deleted).then(|| secs(delete_time)),
+            "finalizers_ran": deleted,
+            "deleted_by_operator": deleted_by_operator,
+            "topics_left_by_operator": topics_left,
+            "error": delete_error,
+            "operator_cpu_seconds": round1(cpu_secs(env, &pd0, &pd1)),
+        });
+        (cleanup, pd1)
+    } else {
+        println!("   deletion not timed in this round (the cluster is emptied by a reset)");
+        (json!({ "timed": false }), pd0)
     };
     let all = sampler.between(t0, Instant::now());
     let peak_threads = all.iter().map(|s| s.threads).max().unwrap_or(0);
@@ -1609,18 +1699,6 @@ async fn measure(
     let hwm_final = pd1.hwm_kib;
     drop(sampler);
     drop(operator);
-    println!(
-        "   deleted in {:.1} s ({}), {} topics left before the sweep",
-        delete_time.as_secs_f64(),
-        if deleted {
-            "finalizers ran"
-        } else if delete_error.is_some() {
-            "the deletes failed; finalizers dropped"
-        } else {
-            "timed out; finalizers dropped"
-        },
-        topics_left.map_or_else(|| "?".to_string(), |n| n.to_string())
-    );
 
     let mib = |kib: f64| round1(kib / 1024.0);
     Ok(json!({
@@ -1656,7 +1734,7 @@ async fn measure(
             "cpu_seconds_ramp": round1(cpu_secs(env, &p0, &p_ready)),
             "cpu_cores_ramp_mean": (cpu_secs(env, &p0, &p_ready) / ramp.as_secs_f64() * 100.0).round() / 100.0,
             "cpu_percent_idle": round1(idle_cpu_percent),
-            "cpu_seconds_delete": round1(cpu_secs(env, &pd0, &pd1)),
+            "cpu_seconds_delete": cleanup["operator_cpu_seconds"].clone(),
             "reconcile_mean_s_ramp": ramp_mean_reconcile.map(|x| (x * 1000.0).round() / 1000.0),
             "reconcile_mean_s_idle": idle_mean_reconcile.map(|x| (x * 1000.0).round() / 1000.0),
             "reconciles_ramp": metric_total(&m_ready, "paystream_operator_reconciles_total") - metric_total(&m0, "paystream_operator_reconciles_total"),
@@ -1676,18 +1754,29 @@ async fn measure(
             "operator_requests": requests_json(&idle_ops, per_min),
             "apiserver_requests_all_clients": requests_json(&idle_api, per_min),
         },
-        "cleanup": {
-            "pipelines_deleted_s": deleted.then(|| secs(delete_time)),
-            "gave_up_after_s": (!deleted).then(|| secs(delete_time)),
-            "finalizers_ran": deleted,
-            "deleted_by_operator": deleted_by_operator,
-            "topics_left_by_operator": topics_left,
-            "error": delete_error,
-        },
+        "cleanup": cleanup,
     }))
 }
 
 // ---------------------------------------------------------------- the run
+
+/// Restarts the local control plane with an empty etcd, then connects to it
+/// again (its certificates are new) and installs what a round needs: the
+/// CRD and the extra fake nodes. Returns how long the restart took.
+async fn reset_cluster(
+    env: &mut Env,
+    settings: &Value,
+    log: &std::path::Path,
+    extra_nodes: usize,
+    pods_per_node: usize,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    reset::restart(settings, log).await?;
+    env.client = connect(&env.kubeconfig).await?;
+    install_crd(&env.client).await?;
+    add_nodes(&env.client, extra_nodes, pods_per_node).await?;
+    Ok(start.elapsed())
+}
 
 /// Runs the benchmark and writes the report.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -1709,7 +1798,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let env = Env {
+    let mut env = Env {
         client: client.clone(),
         kubeconfig,
         bootstrap: stack.kafka_bootstrap.clone(),
@@ -1733,11 +1822,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "cluster {}, {extra_nodes} extra fake nodes of {} pods, settings {settings}",
         version.git_version, args.pods_per_node
     );
+    let others = other_pipelines(&client, &[]).await?;
+    let cleanup = reset::choose(args.cleanup, reset::is_local(&env.kubeconfig), others.len())?;
+    println!(
+        "rounds end by {}",
+        match cleanup {
+            Cleanup::Reset => "restarting the local control plane with an empty etcd",
+            _ => "deleting their namespaces",
+        }
+    );
+    let reset_log = repo_root().join(format!(
+        "var/test-logs/bench-operator-reset-{}.log",
+        env.run_id
+    ));
     let started = Instant::now();
     let mut results = Vec::new();
+    let mut resets = Vec::new();
     for run in 1..=args.repeat {
         for &count in &args.counts {
-            let mut r = match run_count(&env, &args, count, run).await {
+            let end = RoundEnd {
+                time_deletion: reset::times_deletion(
+                    cleanup,
+                    args.time_deletion_every_round,
+                    run,
+                    args.repeat,
+                ),
+                delete_namespaces: cleanup != Cleanup::Reset,
+            };
+            let mut r = match run_count(&env, &args, count, run, end).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{count} pipelines, run {run}: {e:#}");
@@ -1746,10 +1858,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             r["run"] = json!(run);
             results.push(r);
+            if cleanup == Cleanup::Reset {
+                // A failed restart leaves no cluster to measure on: the
+                // runs so far are still reported.
+                match reset_cluster(
+                    &mut env,
+                    &settings,
+                    &reset_log,
+                    extra_nodes,
+                    args.pods_per_node,
+                )
+                .await
+                {
+                    Ok(took) => {
+                        println!("   control plane reset in {:.1} s", took.as_secs_f64());
+                        resets.push(secs(took));
+                    }
+                    Err(e) => {
+                        eprintln!("resetting the control plane: {e:#}");
+                        break;
+                    }
+                }
+            }
+        }
+        if resets.len() < results.len() && cleanup == Cleanup::Reset {
+            break;
         }
     }
     let summary = summarize(&results);
-    if let Err(e) = remove_nodes(&client).await {
+    if cleanup != Cleanup::Reset
+        && let Err(e) = remove_nodes(&env.client).await
+    {
         eprintln!("removing the benchmark nodes: {e:#}");
     }
     let swept = sweep_topics(&env.bootstrap, &format!("bop{}-", env.run_id))
@@ -1783,6 +1922,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "pipelines_per_namespace": args.pipelines_per_namespace,
         "operator_scope": "every namespace (no --namespace), Lease in the run's first namespace",
         "apply_concurrency": args.apply_concurrency,
+        "between_rounds": cleanup.name(),
+        "control_plane_resets_s": resets,
+        "deletion_timed": if cleanup == Cleanup::Reset && !args.time_deletion_every_round {
+            "in the last round of each count"
+        } else {
+            "in every round"
+        },
         "topics_swept_at_end": swept,
         "repeat": args.repeat,
         "summary": summary,
@@ -1973,6 +2119,33 @@ fn summary_table(summary: &[Value]) -> String {
     md
 }
 
+/// How the report says the rounds ended. Pure.
+fn round_end(j: &Value) -> String {
+    let deletion = fmt(&j["deletion_timed"]);
+    match j["between_rounds"].as_str() {
+        Some("reset") => {
+            let took: Vec<f64> = j["control_plane_resets_s"]
+                .as_array()
+                .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_f64).collect());
+            let took = if took.is_empty() {
+                String::new()
+            } else {
+                format!(", {:.1} s each (median)", median(&took))
+            };
+            format!(
+                "Every round ends with the local control plane restarted with an empty etcd{took}, \
+                 so each round starts on a cluster as fresh as the first (see docs/benchmarks.md); \
+                 the operator's deletion of every pipeline is timed {deletion}."
+            )
+        }
+        Some("delete") => format!(
+            "Every round ends by deleting its pipelines (timed {deletion}) and then its \
+             namespaces."
+        ),
+        _ => String::new(),
+    }
+}
+
 fn markdown(j: &Value) -> String {
     let results = j["results"].as_array().cloned().unwrap_or_default();
     let cols: Vec<String> = results
@@ -1989,7 +2162,7 @@ fn markdown(j: &Value) -> String {
          scheduler `--kube-api-qps` {}. The release operator runs as a local process watching every \
          namespace, with leader election on and a status refresh every {} s, against the real \
          local Kafka. Pipelines: at most {} per namespace. Pipeline \
-         shape: {}.\n\n",
+         shape: {}. {}\n\n",
         fmt(&j["machine"]["cores"]),
         fmt(&j["cluster"]["kubernetes"]),
         fmt(&j["cluster"]["extra_fake_nodes"]),
@@ -2000,6 +2173,7 @@ fn markdown(j: &Value) -> String {
         fmt(&j["operator"]["status_interval_s"]),
         fmt(&j["pipelines_per_namespace"]),
         fmt(&j["pipeline_shape"]),
+        round_end(j),
     );
     md.push_str(&summary_table(j["summary"].as_array().map_or(&[], |a| a)));
     md.push_str("## Every run\n\n");
@@ -2209,6 +2383,9 @@ fn markdown(j: &Value) -> String {
         "delete all pipelines (finalizers: children, topics)",
         &|r| {
             let c = &r["cleanup"];
+            if c["timed"] == json!(false) {
+                return "not timed in this round".to_string();
+            }
             let time = match (&c["pipelines_deleted_s"], &c["error"]) {
                 (Value::Null, Value::Null) => {
                     format!("not done after {} s", fmt(&c["gave_up_after_s"]))
@@ -2473,6 +2650,37 @@ mod tests {
             "{md}"
         );
         assert_eq!(summary_table(&[]), "");
+    }
+
+    #[test]
+    fn a_round_that_did_not_time_the_deletion_says_so() {
+        let j = json!({
+            "between_rounds": "reset",
+            "control_plane_resets_s": [9.5, 8.25, 11.0],
+            "deletion_timed": "in the last round of each count",
+            "results": [
+                {"pipelines": 100, "run": 1, "cleanup": {"timed": false}},
+                {"pipelines": 100, "run": 2, "cleanup": {
+                    "timed": true, "pipelines_deleted_s": 7.5, "error": null,
+                    "deleted_by_operator": 100, "topics_left_by_operator": 0}},
+            ],
+        });
+        let md = markdown(&j);
+        assert!(
+            md.contains(
+                "| delete all pipelines (finalizers: children, topics) | not timed in this round \
+                 | 7.5 s, 100 of 100 deleted by the operator, 0 topics left |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("restarted with an empty etcd, 9.5 s each (median)")
+                && md.contains("timed in the last round of each count"),
+            "{md}"
+        );
+        let deleting = json!({"between_rounds": "delete", "deletion_timed": "in every round"});
+        assert!(round_end(&deleting).contains("then its namespaces"));
+        assert_eq!(round_end(&json!({})), "");
     }
 
     #[test]
