@@ -13,8 +13,8 @@
 //! and `_api_writes_total`) next to the apiserver's `apiserver_request_total`
 //! for the same resources (all clients). Ready needs no producer: it is "no
 //! problem, every Deployment has its replicas available", which KWOK's fake
-//! pods satisfy; the binlog position stays empty. In the last round of each
-//! count (every round with `--time-deletion-every-round`) it then deletes the
+//! pods satisfy; the binlog position stays empty. In the last round at the
+//! counts of `--time-deletion-at` (100 by default) it then deletes the
 //! pipelines and times the operator's finalizers (they delete the children
 //! and the topics). Any topic left under the run's prefix is swept, and the
 //! round ends with the cluster emptied ([`reset`]: the local control plane
@@ -108,11 +108,11 @@ pub struct Args {
     /// PaymentPipelines that are not the benchmark's.
     #[arg(long, value_enum, default_value_t = Cleanup::Auto)]
     cleanup: Cleanup,
-    /// Time the operator's deletion of every pipeline in every round, not
-    /// only in the last round of each count (rounds that delete their
-    /// namespaces always do).
-    #[arg(long)]
-    time_deletion_every_round: bool,
+    /// The counts whose last round times the operator's deletion of every
+    /// pipeline (rounds that delete their namespaces always do). At 1,000
+    /// it adds about a minute to the run.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize])]
+    time_deletion_at: Vec<usize>,
 }
 
 fn default_operator() -> String {
@@ -1843,9 +1843,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let end = RoundEnd {
                 time_deletion: reset::times_deletion(
                     cleanup,
-                    args.time_deletion_every_round,
-                    run,
-                    args.repeat,
+                    &args.time_deletion_at,
+                    count,
+                    run == args.repeat,
                 ),
                 delete_namespaces: cleanup != Cleanup::Reset,
             };
@@ -1924,10 +1924,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "apply_concurrency": args.apply_concurrency,
         "between_rounds": cleanup.name(),
         "control_plane_resets_s": resets,
-        "deletion_timed": if cleanup == Cleanup::Reset && !args.time_deletion_every_round {
-            "in the last round of each count"
+        "deletion_timed": if cleanup == Cleanup::Reset {
+            format!(
+                "in the last round at {} pipelines",
+                args.time_deletion_at
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
         } else {
-            "in every round"
+            "in every round".to_string()
         },
         "topics_swept_at_end": swept,
         "repeat": args.repeat,
@@ -2657,7 +2664,7 @@ mod tests {
         let j = json!({
             "between_rounds": "reset",
             "control_plane_resets_s": [9.5, 8.25, 11.0],
-            "deletion_timed": "in the last round of each count",
+            "deletion_timed": "in the last round at 100 pipelines",
             "results": [
                 {"pipelines": 100, "run": 1, "cleanup": {"timed": false}},
                 {"pipelines": 100, "run": 2, "cleanup": {
@@ -2675,7 +2682,7 @@ mod tests {
         );
         assert!(
             md.contains("restarted with an empty etcd, 9.5 s each (median)")
-                && md.contains("timed in the last round of each count"),
+                && md.contains("timed in the last round at 100 pipelines"),
             "{md}"
         );
         let deleting = json!({"between_rounds": "delete", "deletion_timed": "in every round"});

@@ -55,10 +55,10 @@ pub fn choose(asked: Cleanup, local: bool, other_pipelines: usize) -> anyhow::Re
 }
 
 /// Whether a round times the operator's deletion of its pipelines: every
-/// round that deletes its namespaces has to delete them anyway, and with
-/// resets only the last round of each count (`every` asks for all). Pure.
-pub fn times_deletion(cleanup: Cleanup, every: bool, run: usize, runs: usize) -> bool {
-    cleanup != Cleanup::Reset || every || run == runs
+/// round that deletes its namespaces has to delete them anyway; with resets,
+/// the last round of each count asked for (`at`). Pure.
+pub fn times_deletion(cleanup: Cleanup, at: &[usize], count: usize, last_round: bool) -> bool {
+    cleanup != Cleanup::Reset || (last_round && at.contains(&count))
 }
 
 /// The local control plane's kubeconfig: `$PAYSTREAM_VAR/cluster/kubeconfig`.
@@ -164,13 +164,12 @@ mod tests {
     }
 
     #[test]
-    fn with_resets_only_the_last_round_times_the_deletion() {
-        let timed: Vec<bool> = (1..=3)
-            .map(|run| times_deletion(Cleanup::Reset, false, run, 3))
-            .collect();
-        assert_eq!(timed, [false, false, true]);
-        assert!(times_deletion(Cleanup::Reset, true, 1, 3));
-        assert!(times_deletion(Cleanup::Delete, false, 1, 3));
+    fn with_resets_only_the_last_round_of_the_counts_asked_times_the_deletion() {
+        assert!(times_deletion(Cleanup::Reset, &[100], 100, true));
+        assert!(!times_deletion(Cleanup::Reset, &[100], 100, false));
+        assert!(!times_deletion(Cleanup::Reset, &[100], 1000, true));
+        assert!(times_deletion(Cleanup::Reset, &[100, 1000], 1000, true));
+        assert!(times_deletion(Cleanup::Delete, &[], 1000, false));
     }
 
     #[test]
