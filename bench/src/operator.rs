@@ -1224,9 +1224,9 @@ async fn run_count(
     end: RoundEnd,
 ) -> anyhow::Result<Value> {
     let client = &env.client;
-    let base = format!("bench-op-{count}-{}-{run}", env.run_id);
+    let base = round_base(env, count, run);
     let namespaces = run_namespaces(&base, count, args.pipelines_per_namespace);
-    let prefix = format!("bop{}-{count}-{run}-", env.run_id);
+    let prefix = round_topic_prefix(env, count, run);
     println!(
         "== {count} PaymentPipelines in {} namespace(s) {base}-* (run {run})",
         namespaces.len()
@@ -1274,23 +1274,7 @@ async fn run_count(
     // Cleanup, whatever happened: the pipelines went first (inside
     // `measure`); the namespaces take the rest.
     let t = Instant::now();
-    for ns in &namespaces {
-        let _ = ns_api.delete(ns, &DeleteParams::background()).await;
-    }
-    let mut gone = wait_all_gone(&ns_api, &namespaces, Duration::from_secs(180)).await;
-    if !gone {
-        // The operator is stopped by now: pipelines still holding its
-        // finalizer would keep a namespace Terminating for good.
-        for ns in &namespaces {
-            drop_finalizers(&Api::namespaced_with(
-                client.clone(),
-                ns,
-                &pipeline_resource(),
-            ))
-            .await;
-        }
-        gone = wait_all_gone(&ns_api, &namespaces, Duration::from_secs(60)).await;
-    }
+    let gone = empty_namespaces(client, &namespaces, false).await;
     let swept = sweep_topics(&env.bootstrap, &prefix)
         .await
         .unwrap_or_else(|e| {
@@ -1312,6 +1296,46 @@ async fn run_count(
     out["cleanup"]["namespace_gone"] = json!(gone);
     out["cleanup"]["topics_swept_after"] = json!(swept);
     Ok(out)
+}
+
+/// The name every namespace of a round starts with.
+fn round_base(env: &Env, count: usize, run: usize) -> String {
+    format!("bench-op-{count}-{}-{run}", env.run_id)
+}
+
+/// The prefix of a round's topics.
+fn round_topic_prefix(env: &Env, count: usize, run: usize) -> String {
+    format!("bop{}-{count}-{run}-", env.run_id)
+}
+
+/// Deletes `namespaces` and waits until they are gone. The operator is
+/// stopped by then, so pipelines still holding its finalizer would keep a
+/// namespace Terminating for good: their finalizers are dropped first when
+/// `drop_first` (nobody deleted the pipelines), else after 180 s.
+async fn empty_namespaces(client: &Client, namespaces: &[String], drop_first: bool) -> bool {
+    let drop_all = || async {
+        for ns in namespaces {
+            drop_finalizers(&Api::namespaced_with(
+                client.clone(),
+                ns,
+                &pipeline_resource(),
+            ))
+            .await;
+        }
+    };
+    if drop_first {
+        drop_all().await;
+    }
+    let ns_api = Api::<Namespace>::all(client.clone());
+    for ns in namespaces {
+        let _ = ns_api.delete(ns, &DeleteParams::background()).await;
+    }
+    let gone = wait_all_gone(&ns_api, namespaces, Duration::from_secs(180)).await;
+    if gone || drop_first {
+        return gone;
+    }
+    drop_all().await;
+    wait_all_gone(&ns_api, namespaces, Duration::from_secs(60)).await
 }
 
 /// Deletes the named pipelines one request each, `concurrency` in flight,
@@ -1619,7 +1643,7 @@ async fn measure(env: &Env, args: &Args, round: Round<'_>) -> anyhow::Result<Val
     // Deletion: the operator's finalizer removes children and topics.
     let td = Instant::now();
     let pd0 = read_proc(operator.pid()).unwrap_or(pi1);
-    let (cleanup, pd1) = if time_deletion {
+    let cleanup = if time_deletion {
         // A failed deletion is a finding of this run, not the loss of what
         // was measured above: it is reported in `cleanup.error`.
         let targets: Vec<(String, String)> = applied
@@ -1687,16 +1711,19 @@ async fn measure(env: &Env, args: &Args, round: Round<'_>) -> anyhow::Result<Val
             "topics_left_by_operator": topics_left,
             "error": delete_error,
             "operator_cpu_seconds": round1(cpu_secs(env, &pd0, &pd1)),
+            "operator_peak_rss_mib_vmhwm": round1(pd1.hwm_kib as f64 / 1024.0),
         });
-        (cleanup, pd1)
+        cleanup
     } else {
-        println!("   deletion not timed in this round (the cluster is emptied by a reset)");
-        (json!({ "timed": false }), pd0)
+        println!("   deletion not timed in this round");
+        json!({ "timed": false })
     };
-    let all = sampler.between(t0, Instant::now());
+    // The headline peaks run through the idle window in every round; the
+    // deletion's own, when timed, is in `cleanup`.
+    let all = sampler.between(t0, td);
     let peak_threads = all.iter().map(|s| s.threads).max().unwrap_or(0);
     let hwm_ramp = p_ready.hwm_kib;
-    let hwm_final = pd1.hwm_kib;
+    let hwm_final = pd0.hwm_kib;
     drop(sampler);
     drop(operator);
 
@@ -1760,21 +1787,30 @@ async fn measure(env: &Env, args: &Args, round: Round<'_>) -> anyhow::Result<Val
 
 // ---------------------------------------------------------------- the run
 
-/// Restarts the local control plane with an empty etcd, then connects to it
-/// again (its certificates are new) and installs what a round needs: the
-/// CRD and the extra fake nodes. Returns how long the restart took.
+/// Restarts the local control plane with an empty etcd and connects to it
+/// again (its certificates are new); with `prepare` (extra nodes, pods per
+/// node) it installs what a round needs: the CRD and the fake nodes.
+/// Returns how long all of it took. Warns when the restarted cluster's
+/// settings differ from what it ran with.
 async fn reset_cluster(
     env: &mut Env,
     settings: &Value,
     log: &std::path::Path,
-    extra_nodes: usize,
-    pods_per_node: usize,
+    prepare: Option<(usize, usize)>,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    reset::restart(settings, log).await?;
+    reset::restart(settings, log)
+        .await
+        .context("the local control plane may be down: `make cluster-up` starts it")?;
     env.client = connect(&env.kubeconfig).await?;
-    install_crd(&env.client).await?;
-    add_nodes(&env.client, extra_nodes, pods_per_node).await?;
+    let now = cluster_settings();
+    if &now != settings {
+        eprintln!("   warning: the control plane restarted with {now}, not {settings}");
+    }
+    if let Some((extra_nodes, pods_per_node)) = prepare {
+        install_crd(&env.client).await?;
+        add_nodes(&env.client, extra_nodes, pods_per_node).await?;
+    }
     Ok(start.elapsed())
 }
 
@@ -1809,7 +1845,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let max = args.counts.iter().copied().max().unwrap_or(0);
     let extra_nodes = (max * PODS_PER_PIPELINE).div_ceil(args.pods_per_node.max(1));
-    add_nodes(&client, extra_nodes, args.pods_per_node).await?;
+    let nodes = Some((extra_nodes, args.pods_per_node));
     let settings = cluster_settings();
     if max >= 1000 && settings["controller_manager_kube_api_qps"] == "20 (default)" {
         eprintln!(
@@ -1823,66 +1859,96 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         version.git_version, args.pods_per_node
     );
     let others = other_pipelines(&client, &[]).await?;
-    let cleanup = reset::choose(args.cleanup, reset::is_local(&env.kubeconfig), others.len())?;
-    println!(
-        "rounds end by {}",
-        match cleanup {
-            Cleanup::Reset => "restarting the local control plane with an empty etcd",
-            _ => "deleting their namespaces",
-        }
-    );
+    let chosen = reset::choose(args.cleanup, reset::is_local(&env.kubeconfig), others.len())?;
+    let mut cleanup = chosen;
     let reset_log = repo_root().join(format!(
         "var/test-logs/bench-operator-reset-{}.log",
         env.run_id
     ));
+    let mut resets = Vec::new();
+    if cleanup == Cleanup::Reset {
+        // The first round starts on a fresh cluster too, like every later
+        // one.
+        println!("rounds start on the local control plane restarted with an empty etcd");
+        let took = reset_cluster(&mut env, &settings, &reset_log, nodes).await?;
+        resets.push(secs(took));
+    } else {
+        println!("rounds end by deleting their namespaces");
+        add_nodes(&client, extra_nodes, args.pods_per_node).await?;
+    }
     let started = Instant::now();
     let mut results = Vec::new();
-    let mut resets = Vec::new();
-    for run in 1..=args.repeat {
-        for &count in &args.counts {
-            let end = RoundEnd {
-                time_deletion: reset::times_deletion(
-                    cleanup,
-                    &args.time_deletion_at,
-                    count,
-                    run == args.repeat,
-                ),
-                delete_namespaces: cleanup != Cleanup::Reset,
-            };
-            let mut r = match run_count(&env, &args, count, run, end).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{count} pipelines, run {run}: {e:#}");
-                    json!({ "pipelines": count, "error": format!("{e:#}") })
+    let mut reset_error = None;
+    let rounds: Vec<(usize, usize)> = (1..=args.repeat)
+        .flat_map(|run| args.counts.iter().map(move |&count| (run, count)))
+        .collect();
+    for (i, &(run, count)) in rounds.iter().enumerate() {
+        let end = RoundEnd {
+            time_deletion: reset::times_deletion(
+                cleanup,
+                &args.time_deletion_at,
+                count,
+                run == args.repeat,
+            ),
+            delete_namespaces: cleanup != Cleanup::Reset,
+        };
+        let mut r = match run_count(&env, &args, count, run, end).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{count} pipelines, run {run}: {e:#}");
+                json!({ "pipelines": count, "error": format!("{e:#}") })
+            }
+        };
+        r["run"] = json!(run);
+        results.push(r);
+        if cleanup != Cleanup::Reset {
+            continue;
+        }
+        // A reset wipes the cluster: only if nobody else's pipelines
+        // appeared meanwhile. Else this round's namespaces are deleted, and
+        // so are those of every later round.
+        let mine = run_namespaces(
+            &round_base(&env, count, run),
+            count,
+            args.pipelines_per_namespace,
+        );
+        match other_pipelines(&env.client, &mine).await {
+            Ok(o) if o.is_empty() => {}
+            found => {
+                let why = match found {
+                    Ok(o) => format!(
+                        "{} PaymentPipelines outside the benchmark appeared (e.g. {})",
+                        o.len(),
+                        o[0]
+                    ),
+                    Err(e) => format!("the cluster's PaymentPipelines could not be listed ({e:#})"),
+                };
+                eprintln!(
+                    "   {why}: no reset; this round's namespaces are deleted, and every later round deletes its own"
+                );
+                let gone = empty_namespaces(&env.client, &mine, !end.time_deletion).await;
+                if let Some(last) = results.last_mut() {
+                    last["cleanup"]["namespace_gone"] = json!(gone);
+                    last["cleanup"]["no_reset"] = json!(why);
                 }
-            };
-            r["run"] = json!(run);
-            results.push(r);
-            if cleanup == Cleanup::Reset {
-                // A failed restart leaves no cluster to measure on: the
-                // runs so far are still reported.
-                match reset_cluster(
-                    &mut env,
-                    &settings,
-                    &reset_log,
-                    extra_nodes,
-                    args.pods_per_node,
-                )
-                .await
-                {
-                    Ok(took) => {
-                        println!("   control plane reset in {:.1} s", took.as_secs_f64());
-                        resets.push(secs(took));
-                    }
-                    Err(e) => {
-                        eprintln!("resetting the control plane: {e:#}");
-                        break;
-                    }
-                }
+                cleanup = Cleanup::Delete;
+                continue;
             }
         }
-        if resets.len() < results.len() && cleanup == Cleanup::Reset {
-            break;
+        // After the last round the cluster is left empty: no nodes, no CRD.
+        let prepare = if i + 1 < rounds.len() { nodes } else { None };
+        match reset_cluster(&mut env, &settings, &reset_log, prepare).await {
+            Ok(took) => {
+                println!("   control plane reset in {:.1} s", took.as_secs_f64());
+                resets.push(secs(took));
+            }
+            Err(e) => {
+                // No cluster to measure on: the runs so far are reported,
+                // and the run fails after writing them.
+                eprintln!("resetting the control plane: {e:#}");
+                reset_error = Some(format!("{e:#}"));
+                break;
+            }
         }
     }
     let summary = summarize(&results);
@@ -1922,20 +1988,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "pipelines_per_namespace": args.pipelines_per_namespace,
         "operator_scope": "every namespace (no --namespace), Lease in the run's first namespace",
         "apply_concurrency": args.apply_concurrency,
-        "between_rounds": cleanup.name(),
+        "between_rounds": chosen.name(),
         "control_plane_resets_s": resets,
-        "deletion_timed": if cleanup == Cleanup::Reset {
-            format!(
-                "in the last round at {} pipelines",
-                args.time_deletion_at
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )
-        } else {
-            "in every round".to_string()
-        },
+        "reset_error": reset_error.clone(),
+        "deletion_timed": deletion_timed(&results),
         "topics_swept_at_end": swept,
         "repeat": args.repeat,
         "summary": summary,
@@ -1944,7 +2000,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let md = markdown(&json);
     let (j, m) = write("operator", &json, &md)?;
     println!("{md}\nwritten: {} and {}", j.display(), m.display());
+    if let Some(e) = reset_error {
+        bail!("the control plane could not be reset, so the rounds after it were not run: {e}");
+    }
     Ok(())
+}
+
+/// Which rounds timed the deletion of their pipelines, as the report says
+/// it. Pure.
+fn deletion_timed(results: &[Value]) -> String {
+    let timed: Vec<String> = results
+        .iter()
+        .filter(|r| r["cleanup"]["timed"] == json!(true))
+        .map(|r| {
+            format!(
+                "{} pipelines (run {})",
+                fmt(&r["pipelines"]),
+                fmt(&r["run"])
+            )
+        })
+        .collect();
+    match timed.len() {
+        0 => "in no round".to_string(),
+        n if n == results.len() => "in every round".to_string(),
+        _ => format!("at {}", timed.join(", ")),
+    }
 }
 
 /// The headline figures summarized over the repetitions of a count: the
@@ -2139,11 +2219,30 @@ fn round_end(j: &Value) -> String {
             } else {
                 format!(", {:.1} s each (median)", median(&took))
             };
-            format!(
-                "Every round ends with the local control plane restarted with an empty etcd{took}, \
-                 so each round starts on a cluster as fresh as the first (see docs/benchmarks.md); \
-                 the operator's deletion of every pipeline is timed {deletion}."
-            )
+            let mut text = format!(
+                "Every round starts on the local control plane restarted with an empty \
+                 etcd{took} (see docs/benchmarks.md); the operator's deletion of every pipeline \
+                 is timed {deletion}."
+            );
+            let results = j["results"].as_array().map_or(&[][..], |a| a);
+            if let Some(r) = results
+                .iter()
+                .find(|r| r["cleanup"]["no_reset"].is_string())
+            {
+                text.push_str(&format!(
+                    " From {} pipelines (run {}) on, the rounds deleted their namespaces instead: \
+                     {}.",
+                    fmt(&r["pipelines"]),
+                    fmt(&r["run"]),
+                    fmt(&r["cleanup"]["no_reset"])
+                ));
+            }
+            if let Some(e) = j["reset_error"].as_str() {
+                text.push_str(&format!(
+                    " **A reset failed, so the rounds after it were not run:** {e}."
+                ));
+            }
+            text
         }
         Some("delete") => format!(
             "Every round ends by deleting its pipelines (timed {deletion}) and then its \
@@ -2403,10 +2502,11 @@ fn markdown(j: &Value) -> String {
                 (t, _) => format!("{} s", fmt(t)),
             };
             format!(
-                "{time}, {} of {} deleted by the operator, {} topics left",
+                "{time}, {} of {} deleted by the operator, {} topics left, operator peak RSS {} MiB",
                 fmt(&c["deleted_by_operator"]),
                 fmt(&r["pipelines"]),
-                fmt(&c["topics_left_by_operator"])
+                fmt(&c["topics_left_by_operator"]),
+                fmt(&c["operator_peak_rss_mib_vmhwm"])
             )
         },
     );
@@ -2422,7 +2522,8 @@ fn markdown(j: &Value) -> String {
          (and whatever else runs on the machine: see the load average). The per-pipeline \
          p50/p99 is from that pipeline's own apply; the apply-to-Deployments row is the \
          operator's share of it.\n\
-         - **RSS**: peak is the kernel's high-water mark `VmHWM` of the operator process; steady is \
+         - **RSS**: peak is the kernel's high-water mark `VmHWM` of the operator process at the \
+         end of the idle window (the deletion's, where timed, is in its row); steady is \
          the mean `VmRSS` sampled every 0.5 s over the idle window. **CPU** is utime+stime from \
          `/proc/<pid>/stat`: CPU-seconds over the ramp, and percent of one core over the idle \
          window. Threads include librdkafka's (each Kafka client the operator creates has its own).\n\
@@ -2661,33 +2762,64 @@ mod tests {
 
     #[test]
     fn a_round_that_did_not_time_the_deletion_says_so() {
+        let results = json!([
+            {"pipelines": 100, "run": 1, "cleanup": {"timed": false}},
+            {"pipelines": 100, "run": 2, "cleanup": {
+                "timed": true, "pipelines_deleted_s": 7.5, "error": null,
+                "deleted_by_operator": 100, "topics_left_by_operator": 0,
+                "operator_peak_rss_mib_vmhwm": 34.5}},
+        ]);
+        let timed = deletion_timed(results.as_array().map_or(&[][..], |a| a));
+        assert_eq!(timed, "at 100 pipelines (run 2)");
         let j = json!({
             "between_rounds": "reset",
             "control_plane_resets_s": [9.5, 8.25, 11.0],
-            "deletion_timed": "in the last round at 100 pipelines",
-            "results": [
-                {"pipelines": 100, "run": 1, "cleanup": {"timed": false}},
-                {"pipelines": 100, "run": 2, "cleanup": {
-                    "timed": true, "pipelines_deleted_s": 7.5, "error": null,
-                    "deleted_by_operator": 100, "topics_left_by_operator": 0}},
-            ],
+            "deletion_timed": timed,
+            "results": results,
         });
         let md = markdown(&j);
         assert!(
             md.contains(
                 "| delete all pipelines (finalizers: children, topics) | not timed in this round \
-                 | 7.5 s, 100 of 100 deleted by the operator, 0 topics left |"
+                 | 7.5 s, 100 of 100 deleted by the operator, 0 topics left, operator peak RSS \
+                 34.5 MiB |"
             ),
             "{md}"
         );
         assert!(
             md.contains("restarted with an empty etcd, 9.5 s each (median)")
-                && md.contains("timed in the last round at 100 pipelines"),
+                && md.contains("timed at 100 pipelines (run 2)")
+                && !md.contains("A reset failed"),
             "{md}"
         );
         let deleting = json!({"between_rounds": "delete", "deletion_timed": "in every round"});
         assert!(round_end(&deleting).contains("then its namespaces"));
         assert_eq!(round_end(&json!({})), "");
+    }
+
+    #[test]
+    fn a_failed_reset_and_a_fallback_to_deletion_are_reported() {
+        let j = json!({
+            "between_rounds": "reset",
+            "reset_error": "e2e/controlplane/up.sh failed",
+            "results": [
+                {"pipelines": 100, "run": 1, "cleanup": {"timed": false,
+                    "no_reset": "2 PaymentPipelines outside the benchmark appeared (e.g. a/b)"}},
+            ],
+        });
+        let text = round_end(&j);
+        assert!(
+            text.contains("From 100 pipelines (run 1) on, the rounds deleted their namespaces")
+                && text.contains("(e.g. a/b)")
+                && text.contains("A reset failed, so the rounds after it were not run:** e2e/controlplane/up.sh failed"),
+            "{text}"
+        );
+        let all = [
+            json!({"pipelines": 100, "run": 1, "cleanup": {"timed": true}}),
+            json!({"pipelines": 1000, "run": 1, "cleanup": {"timed": true}}),
+        ];
+        assert_eq!(deletion_timed(&all), "in every round");
+        assert_eq!(deletion_timed(&[json!({"pipelines": 1})]), "in no round");
     }
 
     #[test]

@@ -15,17 +15,31 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STOP_GRACE_SECS="${CONTROLPLANE_STOP_GRACE_SECS:-15}"
 [[ "${STOP_GRACE_SECS}" =~ ^[0-9]+$ ]] || die "CONTROLPLANE_STOP_GRACE_SECS must be whole seconds, not '${STOP_GRACE_SECS}'"
 
+# exited PID: the process is gone, or a zombie with no thread left but its
+# first.
+exited() {
+  local tasks
+  [[ -e "/proc/$1" ]] || return 0
+  grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null || return 1
+  tasks=(/proc/"$1"/task/*)
+  ((${#tasks[@]} <= 1))
+}
+
 # stop_pids PID... : SIGTERM to all, then wait for all; SIGKILL whatever
 # ignores SIGTERM for STOP_GRACE_SECS.
 stop_pids() {
   local pid deadline alive
   if ((STOP_GRACE_SECS == 0)); then
     kill -KILL "$@" 2>/dev/null || true
-    # Until each has exited (a zombie has closed its ports already).
+    # Until each has exited: gone, or a zombie whose threads have all gone
+    # too (only then are its sockets closed; up.sh needs the ports).
     for pid in "$@"; do
       deadline=$((SECONDS + 5))
-      while [[ -e "/proc/${pid}" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/${pid}/status" 2>/dev/null &&
-        ((SECONDS < deadline)); do
+      until exited "${pid}"; do
+        if ((SECONDS >= deadline)); then
+          log "pid ${pid} has not exited 5s after SIGKILL"
+          break
+        fi
         sleep 0.05
       done
     done
