@@ -387,8 +387,11 @@ EOF
 kubectl apply --server-side -f "${manifests}/rbac.yaml" >/dev/null
 
 kubectl apply --server-side -f "${kwok_manifests}/crds.yaml" >/dev/null
-kubectl wait --for condition=Established --timeout 60s \
-  crd/resourceusages.kwok.x-k8s.io crd/clusterresourceusages.kwok.x-k8s.io >/dev/null
+# Polled, not one long wait: a CRD the apiserver has not given a status yet
+# makes `kubectl wait` fail at once (".status.conditions accessor error"),
+# which stopped a restart in the benchmark of 2026-11-27 23:23.
+await kube-apiserver 60 kubectl wait --for condition=Established --timeout 5s \
+  crd/resourceusages.kwok.x-k8s.io crd/clusterresourceusages.kwok.x-k8s.io
 
 # kwok's own configuration: which objects it drives through which stages
 # (nodes become Ready and keep a lease; pods get an IP and turn Running and
