@@ -74,7 +74,7 @@ export BENCH_PACKAGES := -p paystream-producer -p paystream-consumer -p paystrea
 bench-build: toolchain ## Release build of everything the benchmarks run
 	$(CARGO) build --release --locked $(BENCH_PACKAGES)
 # Every part runs even when another fails; the report names what is missing.
-bench: bench-build stack-up ## Every benchmark, every point repeated (about 21 min on 2 cores, plus the first build), then bench/results/<date>.md with plots
+bench: bench-build stack-up ## Every benchmark, every point repeated (about 21 to 23 min on 2 cores, plus the first build), then bench/results/<date>.md with plots
 	@since=$$(date +%s); failed=""; \
 	for part in bench-api bench-cdc bench-freshness bench-operator; do \
 	  $(MAKE) --no-print-directory $$part BENCH_ARGS= || failed="$$failed $$part"; \

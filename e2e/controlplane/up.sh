@@ -60,6 +60,12 @@ for p in ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT CONTROLLER_MANAGER_PORT 
   fi
 done
 
+# From here on a command that fails (the awaited probes report through
+# fail_component instead) stops whatever was started: no half cluster is
+# left running behind an error.
+set -E
+trap 'log "failed at line ${LINENO}: ${BASH_COMMAND}; stopping what was started"; bash "${CP_DIR}/down.sh" >&2 || true' ERR
+
 # ---------------------------------------------------------------- state dir
 
 # A fresh cluster every time: nothing of a previous run is reused.
