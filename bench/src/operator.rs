@@ -1313,18 +1313,8 @@ fn round_topic_prefix(env: &Env, count: usize, run: usize) -> String {
 /// namespace Terminating for good: their finalizers are dropped first when
 /// `drop_first` (nobody deleted the pipelines), else after 180 s.
 async fn empty_namespaces(client: &Client, namespaces: &[String], drop_first: bool) -> bool {
-    let drop_all = || async {
-        for ns in namespaces {
-            drop_finalizers(&Api::namespaced_with(
-                client.clone(),
-                ns,
-                &pipeline_resource(),
-            ))
-            .await;
-        }
-    };
     if drop_first {
-        drop_all().await;
+        drop_all_finalizers(client, namespaces).await;
     }
     let ns_api = Api::<Namespace>::all(client.clone());
     for ns in namespaces {
@@ -1334,7 +1324,7 @@ async fn empty_namespaces(client: &Client, namespaces: &[String], drop_first: bo
     if gone || drop_first {
         return gone;
     }
-    drop_all().await;
+    drop_all_finalizers(client, namespaces).await;
     wait_all_gone(&ns_api, namespaces, Duration::from_secs(60)).await
 }
 
@@ -1382,6 +1372,18 @@ fn retriable(e: &kube::Error) -> bool {
         kube::Error::Api(s) => s.code == 429 || s.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
+    }
+}
+
+/// [`drop_finalizers`] in each of `namespaces`.
+async fn drop_all_finalizers(client: &Client, namespaces: &[String]) {
+    for ns in namespaces {
+        drop_finalizers(&Api::namespaced_with(
+            client.clone(),
+            ns,
+            &pipeline_resource(),
+        ))
+        .await;
     }
 }
 
@@ -1667,14 +1669,7 @@ async fn measure(env: &Env, args: &Args, round: Round<'_>) -> anyhow::Result<Val
         let pd1 = read_proc(operator.pid()).unwrap_or(pd0);
         if !deleted {
             // Let the namespaces go anyway: drop the finalizers.
-            for ns in namespaces {
-                drop_finalizers(&Api::namespaced_with(
-                    client.clone(),
-                    ns,
-                    &pipeline_resource(),
-                ))
-                .await;
-            }
+            drop_all_finalizers(client, namespaces).await;
         }
         let b = env.bootstrap.clone();
         let p = prefix.to_string();
