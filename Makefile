@@ -47,10 +47,11 @@ lint: toolchain ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: down
-down: ## Stop the workloads, the stack and the local cluster
+down: ## Stop the workloads, the stack, the local cluster and the kind cluster with its engine
 	@bash scripts/down.sh
 	@bash stack/down.sh
-	@if [ -x e2e/controlplane/down.sh ] || [ -f e2e/controlplane/down.sh ]; then bash e2e/controlplane/down.sh; fi
+	@bash e2e/controlplane/down.sh
+	@bash e2e/kind/down.sh
 
 .PHONY: clean
 clean: down ## Stop everything and wipe all local data
@@ -76,7 +77,7 @@ bench-build: toolchain ## Release build of everything the benchmarks run
 # Every part runs even when another fails; the report names what is missing.
 bench: bench-build stack-up ## Every benchmark, every point repeated (about 21 to 23 min on 2 cores, plus the first build), then bench/results/<date>.md with plots
 	@since=$$(date +%s); failed=""; \
-	for part in bench-api bench-cdc bench-freshness bench-operator; do \
+	for part in bench-api bench-cdc bench-freshness bench-operator bench-kind; do \
 	  $(MAKE) --no-print-directory $$part BENCH_ARGS= || failed="$$failed $$part"; \
 	done; \
 	python3 bench/report/report.py --since "$$since"; \
@@ -115,6 +116,12 @@ bench-operator: export CONTROLLER_MANAGER_KUBE_API_BURST ?= 400
 bench-operator: bench-build bench-cluster stack-up ## Operator: 100 and 1,000 PaymentPipelines, twice each (BENCH_OPERATOR_REPEAT): time to Ready, RSS, CPU, idle API requests
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO_TARGET_DIR)/release/paystream-bench operator $(BENCH_ARGS)
 
+.PHONY: bench-kind
+# Real pods on the kind cluster (make kind-up, reused when it is up); the
+# operator is re-installed watching every namespace and put back afterwards.
+bench-kind: kind-up ## kind: 1 and 10 PaymentPipelines on real pods, twice each (BENCH_KIND_REPEAT): time to Ready against as many pause pods, node and operator memory, image sizes
+	@bash bench/kind/run.sh
+
 ## ---- Local stack: MariaDB, Kafka, Redis ---------------------------------------
 
 .PHONY: stack-up stack-down stack-status
@@ -133,7 +140,7 @@ redis-cluster-down: ## Stop it; no process is left
 
 ## ---- Kubernetes: local control plane (no Docker) and kind --------------------
 
-.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-operator e2e-kind kind-up kind-down
+.PHONY: cluster-build cluster-up cluster-down cluster-status e2e e2e-cluster e2e-operator kind-up kind-down kind-status
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, KWOK, metrics-server (cached)
 	@bash e2e/controlplane/build.sh
 cluster-up: ## Start the local control plane with KWOK nodes and metrics-server
@@ -147,16 +154,17 @@ e2e-cluster: cluster-up ## Control-plane e2e tests against the local cluster
 e2e-operator: cluster-up stack-up ## Operator e2e (operator and producer as local processes, real stack)
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test operator --test operator_resilience -- --test-threads=1
 e2e: e2e-cluster e2e-operator chart-test ## Every e2e test against the local control plane
-e2e-kind: helm ## The same e2e tests against the kind cluster (needs Docker; run kind-up first)
-	KUBECONFIG=$(PAYSTREAM_VAR)/kind/kubeconfig $(CARGO) test -p paystream-e2e --locked -- --test-threads=1
 .PHONY: helm chart-test kind-e2e
 helm: ## Install the pinned Helm (v3.22.0, Go module proxy) into $(PAYSTREAM_CACHE)/bin
 	@bash charts/install-helm.sh >/dev/null
 chart-test: helm cluster-up ## Helm chart: lint, template + server dry run, install on the local control plane
 	KUBECONFIG=$(KUBECONFIG_LOCAL) $(CARGO) test -p paystream-e2e --locked --test chart -- --test-threads=1
-kind-e2e: toolchain stack-up helm ## kind: cluster, images, MariaDB/Kafka/Redis, chart, pipeline, e2e + data flow (needs Docker)
+kind-e2e: toolchain stack-up helm cluster-build ## Real pods on kind, built offline here: images, node image, chart, pipeline, shared + real-pod e2e suites
 	@bash e2e/kind/e2e.sh
-kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker)
+kind-up: toolchain stack-up cluster-build ## A kind cluster with real pods (private dockerd, offline node image); reused when it exists
 	@bash e2e/kind/up.sh
-kind-down: ## Delete the kind cluster
+kind-down: ## Delete the kind cluster, stop the private dockerd; no container, bridge, rule, mount or process is left
 	@bash e2e/kind/down.sh
+kind-status: ## The engine, the node image and the kind cluster
+	@bash e2e/kind/engine/status.sh || true
+	@bash e2e/kind/status.sh

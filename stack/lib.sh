@@ -64,6 +64,9 @@ apt_install() {
   (( ${#missing[@]} == 0 )) && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt run (a parallel make target, unattended upgrades) holds the
+  # lock for a while: wait for it instead of failing.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  $sudo apt-get "${wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

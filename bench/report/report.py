@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The combined benchmark report of `make bench`.
 
-Reads the newest result of each part (api, cdc, freshness, operator) written
+Reads the newest result of each part (api, cdc, freshness, operator, kind) written
 under bench/results/ since --since (a Unix time; `make bench` passes the time
 it started), and writes
 
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-PARTS = ("api", "cdc", "freshness", "operator")
+PARTS = ("api", "cdc", "freshness", "operator", "kind")
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MATPLOTLIB = "matplotlib>=3.7,<4"
 VENV_FLAG = "PAYSTREAM_BENCH_REPORT_IN_VENV"
@@ -322,6 +322,69 @@ def operator_results(d):
     return out
 
 
+def kind_runs(d, kind):
+    """The runs of the kind result of one kind ("pipelines" or "ceiling")."""
+    return [r for r in dig(d, "runs", default=[]) or []
+            if isinstance(r, dict) and r.get("kind") == kind and num(r.get("count")) is not None]
+
+
+# Figure -> JSON paths in a run of the kind result (node memory falls back to
+# the cgroup's usage when the working set was not available).
+KIND_FIGURES = {
+    "time_to_all_ready_s": ("time_to_all_ready_s",),
+    "first_ready_s": ("first_ready_s",),
+    "median_ready_s": ("median_ready_s",),
+    "delete_s": ("delete_s",),
+    "node_idle_mib": ("node_memory_mib.idle", "node_memory_usage_mib.idle"),
+    "node_peak_mib": ("node_memory_mib.peak", "node_memory_usage_mib.peak"),
+    "node_at_ready_mib": ("node_memory_mib.at_ready", "node_memory_usage_mib.at_ready"),
+    "operator_peak_mib": ("operator_memory_mib.peak",),
+    "operator_at_ready_mib": ("operator_memory_mib.at_ready",),
+}
+KIND_MILESTONES = (
+    ("deployments_created", "Deployments created"),
+    ("pods_running", "pods Running"),
+    ("pods_ready", "pods Ready"),
+    ("deployments_available", "Deployments Available"),
+    ("all_ready", "all Ready"),
+)
+
+
+def kind_results(d):
+    """Per count N of the kind result: the pipelines' runs and the ceiling's
+    (3N pause Deployments) of the same run, each figure as (median, min, max)
+    over the rounds; `ratio` is the pipelines' median time to all Ready over
+    the ceiling's, `round_ratios` the same per round (paired by round)."""
+    pipes, ceil = kind_runs(d, "pipelines"), kind_runs(d, "ceiling")
+    out = []
+    for n in sorted({num(r["count"]) for r in pipes + ceil}):
+        pr = [r for r in pipes if num(r["count"]) == n]
+        cr = [r for r in ceil if num(r["count"]) == n]
+        row = {"count": n, "runs": len(pr), "runs_all_ready": sum(1 for r in pr if r.get("all_ready") is True),
+               "ceiling_runs": len(cr), "ceiling_all_ready": sum(1 for r in cr if r.get("all_ready") is True)}
+        for key, paths in KIND_FIGURES.items():
+            row[key] = median_spread([dig(r, *paths) for r in pr])
+            row[f"ceiling_{key}"] = median_spread([dig(r, *paths) for r in cr])
+        row["milestones"] = {k: median_spread([dig(r, f"milestones_s.{k}") for r in pr]) for k, _ in KIND_MILESTONES}
+        row["ceiling_milestones"] = {k: median_spread([dig(r, f"milestones_s.{k}") for r in cr]) for k, _ in KIND_MILESTONES}
+        row["ratio"] = ratio(row["time_to_all_ready_s"][0], row["ceiling_time_to_all_ready_s"][0])
+        by_round = {r.get("run"): r for r in cr}
+        row["round_ratios"] = median_spread(
+            [ratio(r.get("time_to_all_ready_s"), (by_round.get(r.get("run")) or {}).get("time_to_all_ready_s")) for r in pr]
+        )
+        idle, after = row["node_idle_mib"][0], row["node_at_ready_mib"][0]
+        row["node_added_per_pipeline_mib"] = (after - idle) / n if num(idle) is not None and num(after) is not None and n else None
+        row["errors"] = [f"{r.get('kind')} round {r.get('run')}: {r['error']}" for r in pr + cr if r.get("error")]
+        row["stuck"] = [
+            {"kind": r.get("kind"), "run": r.get("run"), "ready": num(r.get("ready")), "objects": num(r.get("objects")),
+             "ramp_s": num(r.get("ramp_s"))}
+            for r in pr + cr if r.get("all_ready") is False and not r.get("error")
+        ]
+        row["not_deleted"] = [f"{r.get('kind')} round {r.get('run')}" for r in pr + cr if r.get("deleted") is False]
+        out.append(row)
+    return out
+
+
 def key_ratios(parts):
     """Ratios between figures measured in the same run; None where a side is missing."""
     r = {}
@@ -353,6 +416,8 @@ def key_ratios(parts):
     if len(op) >= 2:
         r["operator_ready_time_largest_over_smallest"] = ratio(op[-1]["time_to_ready_s"][0], op[0]["time_to_ready_s"][0])
         r["operator_pipelines_largest_over_smallest"] = ratio(op[-1]["pipelines"], op[0]["pipelines"])
+    for row in kind_results(parts["kind"]) if parts.get("kind") else []:
+        r[f"kind_{int(row['count'])}_operator_over_pods_ceiling"] = row["ratio"]
     return {k: v for k, v in r.items() if v is not None}
 
 
@@ -393,6 +458,14 @@ def behind(parts):
                 + (f" (run {s['run']})" if s["run"] is not None else "")
                 + f": only {fmt(s['ready'], 0)} Ready"
                 + (f" when the benchmark stopped waiting at {fmt(s['ramp_s'])} s" if num(s["ramp_s"]) else "")
+                + "."
+            )
+    for row in kind_results(parts["kind"]) if parts.get("kind") else []:
+        for st in row["stuck"]:
+            what = f"{int(row['count']):,} PaymentPipelines" if st["kind"] == "pipelines" else f"{int(row['count']) * 3:,} pause Deployments (the ceiling)"
+            out.append(
+                f"kind, {what} (round {st['run']}): only {fmt(st['ready'], 0)} of {fmt(st['objects'], 0)} Ready"
+                + (f" when the benchmark stopped waiting at {fmt(st['ramp_s'])} s" if num(st["ramp_s"]) else "")
                 + "."
             )
     fr = freshness_rates(parts["freshness"]) if parts.get("freshness") else []
@@ -613,6 +686,26 @@ def plot_all(parts, outdir):
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
         save(fig, "operator-ready.png")
+
+    kr = kind_results(parts["kind"]) if parts.get("kind") else []
+    if kr:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        xs = range(len(kr))
+        for i, (key, label, color) in enumerate((("time_to_all_ready_s", "PaymentPipelines, all Ready", "C0"),
+                                                  ("ceiling_time_to_all_ready_s", "ceiling: 3N pause pods, all Available", "C7"))):
+            ys = [num(r[key][0]) or 0 for r in kr]
+            errs = [_err(*r[key]) for r in kr]
+            ax.bar([x + i * 0.38 for x in xs], ys, 0.38, label=label, color=color,
+                   yerr=[[e[0][0] for e in errs], [e[1][0] for e in errs]], capsize=3)
+            for x, y in zip(xs, ys):
+                ax.annotate(fmt(y), (x + i * 0.38, y), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks([x + 0.19 for x in xs])
+        ax.set_xticklabels([f"N = {int(r['count']):,}\n({fmt_ratio(r['ratio'])} the ceiling)" for r in kr])
+        ax.set_ylabel("seconds from kubectl apply")
+        ax.set_title("kind: time to Ready on real pods")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        save(fig, "kind-ready.png")
     return made
 
 
@@ -640,6 +733,9 @@ READING = """\
   same binlog (the raw ceiling: nothing can stream the binlog faster than the server sends it).
 - **Freshness** is end to end: MariaDB commit → binlog → producer → Kafka → consumer → Redis →
   API response. It is an upper bound by about one API round trip (see its section).
+- **kind** times PaymentPipelines on real pods of the one-node kind cluster against the ceiling of
+  the same number of pods of the pause image started there in the same run: the ratio is what
+  the operator, the pipelines' start-up and their readiness add to what Kubernetes alone needs.
 - **Missing parts** are named below; a part that fails does not stop the others.
 """
 
@@ -794,8 +890,86 @@ def section_operator(d, plots):
     return lines + [""]
 
 
-SECTIONS = {"api": section_api, "freshness": section_freshness, "cdc": section_cdc, "operator": section_operator}
-MAKE_TARGET = {"api": "make bench-api", "cdc": "make bench-cdc", "freshness": "make bench-freshness", "operator": "make bench-operator"}
+def section_kind(d, plots):
+    rows = kind_results(d)
+    cfg = d.get("config") or {}
+    lines = ["## kind: PaymentPipelines on real pods against plain pods", ""]
+    if "kind-ready.png" in plots:
+        lines += [f"![kind]({plots['kind-ready.png']})", ""]
+    if not rows:
+        return lines + ["The kind result has no runs.", ""]
+    lines += [
+        "N PaymentPipelines (3 Deployments of real pods each) applied at once in a fresh namespace of the one-node "
+        "kind cluster, timed from `kubectl apply` to every pipeline Ready at its generation; the ceiling is 3N "
+        "Deployments of the node's pause image applied the same way in the same run, timed to all Available "
+        "(what Kubernetes alone takes to start that many pods here). Median over "
+        f"{fmt(cfg.get('repeat'), 0)} rounds, spread (min–max) in brackets; polled every {fmt(cfg.get('poll_s'))} s, "
+        "so every time is late by up to one poll."
+        + (f" {d['other_pipelines_in_cluster']} other PaymentPipelines were in the cluster (the operator reconciled them too)."
+           if d.get("other_pipelines_in_cluster") else ""),
+        "",
+        "| N | runs all Ready | time to all Ready s | first / median pipeline s | ceiling: 3N pause pods Available s | pipelines / ceiling | namespace deletion s (pipelines / ceiling) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {int(r['count']):,} | {r['runs_all_ready']} of {r['runs']} | {fmt_spread(*r['time_to_all_ready_s'])} | "
+            f"{fmt(r['first_ready_s'][0])} / {fmt(r['median_ready_s'][0])} | {fmt_spread(*r['ceiling_time_to_all_ready_s'])} | "
+            f"{fmt_ratio(r['ratio'])}"
+            + (f" ({fmt_ratio(r['round_ratios'][1])}–{fmt_ratio(r['round_ratios'][2])})"
+               if num(r["round_ratios"][1]) is not None and r["round_ratios"][1] != r["round_ratios"][2] else "")
+            + f" | {fmt_spread(*r['delete_s'])} / {fmt_spread(*r['ceiling_delete_s'])} |"
+        )
+    lines += ["", "Where the time goes (median seconds from the apply; the ceiling's in brackets):", "",
+              "| N | " + " | ".join(label for _, label in KIND_MILESTONES) + " |",
+              "| ---: |" + " ---: |" * len(KIND_MILESTONES)]
+    for r in rows:
+        cells = []
+        for k, _ in KIND_MILESTONES:
+            c = r["ceiling_milestones"][k][0]
+            cells.append(fmt(r["milestones"][k][0]) + (f" ({fmt(c)})" if num(c) is not None else ""))
+        lines.append(f"| {int(r['count']):,} | " + " | ".join(cells) + " |")
+    basis = dig(d, "cluster.node_memory") or "cgroup"
+    lines += ["", f"Memory, MiB: the node container ({basis}) and the operator pod (working set); idle is the median "
+              "before the apply, peak is during the ramp, then the value once all are Ready.", "",
+              "| N | node idle | node peak | node at all Ready | added per pipeline | node peak, ceiling | operator peak | operator at all Ready |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(
+            f"| {int(r['count']):,} | {fmt_spread(*r['node_idle_mib'], digits=0)} | {fmt_spread(*r['node_peak_mib'], digits=0)} | "
+            f"{fmt_spread(*r['node_at_ready_mib'], digits=0)} | {fmt(r['node_added_per_pipeline_mib'], 0)} | "
+            f"{fmt_spread(*r['ceiling_node_peak_mib'], digits=0)} | {fmt_spread(*r['operator_peak_mib'])} | "
+            f"{fmt_spread(*r['operator_at_ready_mib'])} |"
+        )
+    imgs = d.get("images") or {}
+    listed = [i for i in imgs.get("images") or [] if isinstance(i, dict)]
+    if listed or dig(imgs, "node.size_bytes"):
+        lines += ["", "Images (uncompressed, as the engine stores them):", "", "| image | size MB | binary MB |", "| --- | ---: | ---: |"]
+        for i in listed:
+            lines.append(f"| {i.get('target')} `{i.get('ref')}` | {fmt(num(i.get('size_bytes')) and i['size_bytes'] / 1e6)} | "
+                         f"{fmt(num(i.get('binary_bytes')) and i['binary_bytes'] / 1e6)} |")
+        if dig(imgs, "base.size_bytes"):
+            lines.append(f"| runtime base `{dig(imgs, 'base.ref')}` | {fmt(imgs['base']['size_bytes'] / 1e6)} | |")
+        if num(dig(imgs, "node.size_bytes")):
+            lines.append(f"| kind node `{dig(imgs, 'node.ref')}` | {fmt(imgs['node']['size_bytes'] / 1e6)} | |")
+    elif imgs.get("error"):
+        lines += ["", f"Image sizes: {imgs['error']}."]
+    for r in rows:
+        for s in r["stuck"]:
+            what = "pipelines" if s["kind"] == "pipelines" else "ceiling Deployments"
+            lines += ["", f"N = {int(r['count']):,}, round {s['run']}: only {fmt(s['ready'], 0)} of {fmt(s['objects'], 0)} "
+                      f"{what} Ready when the benchmark stopped waiting at {fmt(s['ramp_s'])} s."]
+        for e in r["errors"]:
+            lines += ["", f"N = {int(r['count']):,}: a run failed: {e[:300]}"]
+        for nd in r["not_deleted"]:
+            lines += ["", f"N = {int(r['count']):,}, {nd}: the namespace was not gone within the deletion timeout."]
+    return lines + [""]
+
+
+SECTIONS = {"api": section_api, "freshness": section_freshness, "cdc": section_cdc, "operator": section_operator,
+            "kind": section_kind}
+MAKE_TARGET = {"api": "make bench-api", "cdc": "make bench-cdc", "freshness": "make bench-freshness",
+               "operator": "make bench-operator", "kind": "make bench-kind"}
 
 
 def build(results_dir, since, stamp, plots_enabled=True, plot_note=None):
@@ -864,7 +1038,7 @@ def build(results_dir, since, stamp, plots_enabled=True, plot_note=None):
         md += ["| ratio | value |", "| --- | ---: |"] + [f"| {k} | {fmt_ratio(v)} |" for k, v in ratios.items()] + [""]
     else:
         md += ["No ratio could be computed (parts missing).", ""]
-    for part in ("api", "freshness", "cdc", "operator"):
+    for part in ("api", "freshness", "cdc", "operator", "kind"):
         if part in parts:
             try:
                 md += SECTIONS[part](parts[part], plots)

@@ -81,6 +81,38 @@ OPERATOR = {"benchmark": "operator", "results": [
 ]}
 
 
+def kind_run(kind, count, run, t, delete=5.0, **extra):
+    r = {"kind": kind, "count": count, "run": run, "objects": count if kind == "pipelines" else 3 * count,
+         "all_ready": t is not None, "ready": count if kind == "pipelines" else 3 * count,
+         "time_to_all_ready_s": t, "first_ready_s": t and t * 0.8, "median_ready_s": t and t * 0.9,
+         "milestones_s": {"deployments_created": 1.0, "pods_running": 3.0, "all_ready": t},
+         "node_memory_mib": {"idle": 1000.0, "peak": 1300.0 + count, "at_ready": 1000.0 + 30 * count},
+         "operator_memory_mib": {"idle": 20.0, "peak": 25.0, "at_ready": 24.0},
+         "delete_s": delete, "deleted": True}
+    r.update(extra)
+    return r
+
+
+KIND = {
+    "benchmark": "kind",
+    "config": {"repeat": 2, "poll_s": 0.5},
+    "cluster": {"node_memory": "cgroup working set, usage less inactive file cache"},
+    "other_pipelines_in_cluster": 1,
+    "images": {"base": {"ref": "paystream.local/runtime-base:bookworm-x", "size_bytes": 80000000},
+               "images": [{"target": "operator", "ref": "ghcr.io/paystream/paystream-operator:0.1.0",
+                           "size_bytes": 110000000, "binary_bytes": 30000000}],
+               "node": {"ref": "paystream.local/kind-node:v1.33.13-abc", "size_bytes": 900000000}},
+    "runs": [
+        kind_run("pipelines", 1, 1, 20.0), kind_run("ceiling", 1, 1, 4.0, delete=2.0),
+        kind_run("ceiling", 1, 2, 6.0, delete=2.0), kind_run("pipelines", 1, 2, 24.0),
+        kind_run("pipelines", 10, 1, 60.0), kind_run("ceiling", 10, 1, 12.0),
+        kind_run("ceiling", 10, 2, 10.0),
+        kind_run("pipelines", 10, 2, None, ready=7, ramp_s=420.0, deleted=False, delete_s=None),
+        "not a run",
+    ],
+}
+
+
 class PureHelpers(unittest.TestCase):
     def test_dig(self):
         d = {"a": {"b": [{"c": 1}, {"c": None}]}, "x": 0}
@@ -204,6 +236,55 @@ class Parts(unittest.TestCase):
         self.assertEqual(report.key_ratios({}), {})
         self.assertEqual(report.behind({}), [])
 
+    def test_kind(self):
+        rows = report.kind_results(KIND)
+        self.assertEqual([r["count"] for r in rows], [1, 10])
+        one, ten = rows
+        self.assertEqual((one["runs"], one["runs_all_ready"], one["ceiling_runs"]), (2, 2, 2))
+        self.assertEqual(one["time_to_all_ready_s"], (22.0, 20.0, 24.0))
+        self.assertEqual(one["ceiling_time_to_all_ready_s"], (5.0, 4.0, 6.0))
+        self.assertAlmostEqual(one["ratio"], 22.0 / 5.0)
+        # Per round, paired: 20 / 4 and 24 / 6.
+        self.assertEqual(one["round_ratios"], (4.5, 4.0, 5.0))
+        self.assertAlmostEqual(one["node_added_per_pipeline_mib"], 30.0)
+        self.assertEqual(one["milestones"]["pods_running"][0], 3.0)
+        # The round that did not get all Ready adds nothing to the time, and is listed.
+        self.assertEqual(ten["time_to_all_ready_s"], (60.0, 60.0, 60.0))
+        self.assertEqual(ten["stuck"], [{"kind": "pipelines", "run": 2, "ready": 7.0, "objects": 10.0, "ramp_s": 420.0}])
+        self.assertEqual(ten["not_deleted"], ["pipelines round 2"])
+        r = report.key_ratios({"kind": KIND})
+        self.assertAlmostEqual(r["kind_1_operator_over_pods_ceiling"], 4.4)
+        self.assertAlmostEqual(r["kind_10_operator_over_pods_ceiling"], 60.0 / 11.0)
+        self.assertIn("kind, 10 PaymentPipelines (round 2): only 7 of 10 Ready", " ".join(report.behind({"kind": KIND})))
+        md = "\n".join(report.section_kind(KIND, {}))
+        self.assertIn("| 1 | 2 of 2 | 22.0 (20.0–24.0) | 17.6 / 19.8 | 5.0 (4.0–6.0) | 4.40× (4.00×–5.00×) | 5.0 / 2.0 |", md)
+        self.assertIn("| 10 | 1 of 2 | 60.0 |", md)
+        self.assertIn("| 1 | 1,000 | 1,301 | 1,030 | 30 |", md)
+        self.assertIn("| kind node `paystream.local/kind-node:v1.33.13-abc` | 900.0 | |", md)
+        self.assertIn("1 other PaymentPipelines were in the cluster", md)
+        self.assertIn("N = 10, round 2: only 7 of 10 pipelines Ready when the benchmark stopped waiting at 420.0 s.", md)
+        self.assertIn("N = 10, pipelines round 2: the namespace was not gone", md)
+        self.assertEqual(report.kind_results({}), [])
+        self.assertIn("no runs", "\n".join(report.section_kind({}, {})))
+
+    def test_kind_result_of_the_bench_script_reads(self):
+        """bench/kind/bench.py's own summary is report.py's, on its runs."""
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kind", "bench.py")
+        if not os.path.exists(path):
+            self.skipTest("no bench/kind/bench.py")
+        spec = importlib.util.spec_from_file_location("kind_bench", path)
+        kb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(kb)
+        t = kb.Tracker("pipelines", 2)
+        ready = {"kind": "PaymentPipeline", "metadata": {"name": "a", "generation": 1},
+                 "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}}
+        self.assertFalse(t.observe(1.0, [ready]))
+        self.assertTrue(t.observe(2.0, [ready, dict(ready, metadata={"name": "b", "generation": 1})]))
+        run = dict(t.figures(), kind="pipelines", count=2, run=1, objects=2)
+        self.assertEqual(report.kind_results({"runs": [run]})[0]["time_to_all_ready_s"], (2.0, 2.0, 2.0))
+
 
 class Build(unittest.TestCase):
     def test_missing_parts_are_reported_not_fatal(self):
@@ -222,6 +303,7 @@ class Build(unittest.TestCase):
             self.assertIn("## Freshness", md)
             self.assertIn("### Why", md)
             self.assertIn("make bench-operator", md)
+            self.assertIn("make bench-kind", md)
 
 
 if __name__ == "__main__":

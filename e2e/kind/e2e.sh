@@ -1,77 +1,63 @@
 #!/usr/bin/env bash
-# The kind end-to-end run (`make kind-e2e`), for machines with Docker:
-#   1. create the kind cluster (kind-config.yaml, via e2e/kind/up.sh);
-#   2. build the four images (Dockerfile targets) and `kind load` them;
-#   3. deploy MariaDB, Kafka and Redis from e2e/kind/manifests/;
-#   4. install the chart (charts/paystream-operator) and apply a PaymentPipeline;
-#   5. run the e2e suite (the same test files as the local control plane)
-#      plus the real data-flow test (a row in MariaDB served by the API).
-# Needs: docker, kind >= 0.29, kubectl, the Rust toolchain and the local stack
-# (the operator test runs against it, as on the local path). See README.md.
+# The kind end-to-end run on real pods (`make kind-e2e`), offline:
+#   1. the cluster (e2e/kind/up.sh: engine, node image, kind, the stack at
+#      the gateway, metrics-server, kwok);
+#   2. the four images built here (e2e/kind/images.sh) and loaded into the node;
+#   3. the chart installs the operator from its image, watching namespace
+#      paystream; the PaymentPipeline of examples/ is applied there, adapted
+#      by this script (the stack at the gateway, no KWOK placement, an API
+#      that scales 1 to 3 on 50 % CPU and back after 30 s, a fresh JWT secret);
+#   4. the shared e2e suite against this cluster (the emulated-CPU HPA test
+#      is left to the local control plane: here the HPA test is real);
+#   5. the real-pod suite (e2e/tests/tests/realpods.rs).
+# Every stage prints its time. The cluster is left up (make kind-down).
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=e2e/controlplane/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../controlplane/lib.sh"
+source "${here}/../controlplane/lib.sh"
+# shellcheck source=e2e/kind/lib.sh
+source "${here}/lib.sh"
 
-KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-paystream}"
-export KUBECONFIG="${PAYSTREAM_VAR}/kind/kubeconfig"
-NS=paystream               # MariaDB, Kafka, Redis and the pipeline
-OPERATOR_NS=paystream-system
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "${REPO_ROOT}/Cargo.toml" | head -n1)"
-[[ -n "${VERSION}" ]] || die "no workspace version in Cargo.toml"
-k() { kubectl "$@"; }
+NS=paystream
+total=${SECONDS}
 
-# 1. the cluster (idempotent), with KWOK nodes and metrics-server like the
-#    local control plane, so the shared tests find what they expect.
-bash "${REPO_ROOT}/e2e/kind/up.sh"
+stage "kind up" bash "${here}/up.sh"
+KIND="$(kind_bin)"
 
-# 2. images: the names and tag the operator defaults to (names.rs), so the
-#    workloads need no image override.
-for target in operator producer consumer api; do
-  image="ghcr.io/paystream/paystream-${target}:${VERSION}"
-  log "building ${image}"
-  docker build --target "${target}" --tag "${image}" \
-    --build-arg "VERSION=${VERSION}" \
-    --build-arg "REVISION=$(git -C "${REPO_ROOT}" rev-parse HEAD 2>/dev/null || echo unknown)" \
-    --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    "${REPO_ROOT}"
-  kind load docker-image --name "${KIND_CLUSTER_NAME}" "${image}"
-done
+stage "images" load_images
 
-# 3. the stack, in namespace paystream; the schema from the same migrations
-#    as the local stack.
-k create namespace "${NS}" --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "${NS}" create configmap mariadb-migrations \
-  --from-file "${REPO_ROOT}/stack/mariadb/migrations" --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "${NS}" apply -f "${REPO_ROOT}/e2e/kind/manifests/mariadb.yaml" \
-  -f "${REPO_ROOT}/e2e/kind/manifests/kafka.yaml" -f "${REPO_ROOT}/e2e/kind/manifests/redis.yaml"
-k -n "${NS}" rollout status statefulset/mariadb --timeout 300s
-k -n "${NS}" rollout status statefulset/kafka --timeout 300s
-k -n "${NS}" rollout status deployment/redis --timeout 300s
+deploy() {
+  local secret
+  install_operator "${NS}"
+  kk create namespace "${NS}" --dry-run=client -o yaml | kk apply -f - >/dev/null
+  # The JWT secret of a pipeline that exists already is kept (a re-run).
+  secret="$(kk -n "${NS}" get secret api-jwt -o jsonpath='{.data.secret}' 2>/dev/null | base64 -d || true)"
+  [[ ${#secret} -ge 32 ]] || secret="$(openssl rand -hex 32)"
+  pipeline_manifest "${secret}" >"${KIND_DIR}/pipeline.yaml"
+  kk -n "${NS}" apply -f "${KIND_DIR}/pipeline.yaml" >/dev/null
+  if ! kk -n "${NS}" wait paymentpipeline/demo --for condition=Ready --timeout 300s >/dev/null; then
+    kk -n "${NS}" get paymentpipeline demo -o yaml >&2 || true
+    kk -n "${NS}" get pods -o wide >&2 || true
+    die "the pipeline did not become Ready within 300 s (its status is above)"
+  fi
+  kk -n "${NS}" get paymentpipelines
+  kk -n "${NS}" get pods -o wide
+}
+stage "operator and pipeline" deploy
 
-# 4. the chart (the real operator, on the real node, watching only
-#    namespace paystream so it never touches the test namespaces, where the
-#    operator test runs its own operator process), then the pipeline.
-helm="$(bash "${REPO_ROOT}/charts/install-helm.sh")"
-"${helm}" upgrade --install paystream-operator "${REPO_ROOT}/charts/paystream-operator" \
-  --namespace "${OPERATOR_NS}" --create-namespace \
-  --set operator.watchNamespace="${NS}" \
-  --wait --timeout 300s
-k -n "${NS}" apply -f "${REPO_ROOT}/e2e/kind/manifests/pipeline.yaml"
-# The API verifies HS256 bearer tokens. The operator does not pass a JWT
-# secret to the API yet, so add it to the Deployment the operator created (an
-# env entry the operator's field manager does not own, so it is left alone).
-PAYSTREAM_E2E_JWT_SECRET="$(openssl rand -hex 32)"
-export PAYSTREAM_E2E_JWT_SECRET
-k -n "${NS}" create secret generic api-jwt \
-  --from-literal PAYSTREAM_JWT_SECRET="${PAYSTREAM_E2E_JWT_SECRET}" --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "${NS}" wait deployment/demo-api --for create --timeout 180s
-k -n "${NS}" set env deployment/demo-api --from secret/api-jwt
-k -n "${NS}" wait paymentpipeline/demo --for condition=Ready --timeout 300s
-
-# 5. the shared suite, then the data flow through the real pods.
+export KUBECONFIG="${KIND_KUBECONFIG}"
+export KUBECTL; KUBECTL="$(find_kubectl)"
+export HELM; HELM="$(bash "${REPO_ROOT}/charts/install-helm.sh")"
+# A failed assertion reads better without a backtrace of the test harness.
+export RUST_LIB_BACKTRACE=0
 cd "${REPO_ROOT}"
-HELM="${helm}" KUBECTL="$(command -v kubectl)" \
-  cargo test -p paystream-e2e --locked -- --test-threads=1
-HELM="${helm}" KUBECTL="$(command -v kubectl)" PAYSTREAM_E2E_REAL_PODS="${NS}" \
-  cargo test -p paystream-e2e --locked --test dataflow -- --test-threads=1 --nocapture
-log "kind e2e passed; the cluster is left up (make kind-down deletes it)"
+stage "shared e2e suite" cargo test -p paystream-e2e --locked \
+  --test cluster --test operator --test operator_resilience --test chart -- \
+  --test-threads=1 --skip hpa_scales_a_deployment_on_emulated_cpu_usage
+
+jwt="$(kk -n "${NS}" get secret api-jwt -o jsonpath='{.data.secret}' | base64 -d)"
+stage "real-pod suite" env PAYSTREAM_E2E_REAL_PODS="${NS}" PAYSTREAM_E2E_JWT_SECRET="${jwt}" \
+  PAYSTREAM_E2E_OPERATOR_NS="${OPERATOR_NS}" PAYSTREAM_E2E_NODE="${KIND_NODE}" \
+  PAYSTREAM_E2E_DOCKER="${PAYSTREAM_DOCKER_CLI}" cargo test -p paystream-e2e --locked --test realpods -- --test-threads=1 --nocapture
+
+log "kind e2e passed in $((SECONDS - total)) s; the cluster is left up (make kind-down deletes it)"

@@ -1,70 +1,46 @@
 #!/usr/bin/env bash
-# Start a kind cluster for the e2e suite (needs Docker, kind and kubectl), set
-# up like the local control plane: metrics-server, KWOK running in the cluster
-# with its default stages and annotation-driven resource usage, and the same
-# fake nodes (tainted here, since kind also has a real node). Writes the
-# kubeconfig to var/kind/kubeconfig ($PAYSTREAM_VAR/kind). Idempotent: an
-# existing cluster is reused and the add-ons are re-applied.
-#
-# The add-ons come from their projects' release manifests, at the versions
-# pinned in e2e/controlplane/versions.env, so this needs internet access.
+# A kind cluster with real pods, made on this machine without any registry
+# (`make kind-up`):
+#   1. the container engine: the user's Docker or our private dockerd
+#      (e2e/kind/engine/, which says how it is chosen);
+#   2. the node image, assembled offline and cached by its inputs
+#      (e2e/kind/node/build.sh);
+#   3. the cluster from kind-config.yaml, with that image passed by --image
+#      (the file stays the user's: it names the upstream image by digest);
+#   4. the local stack exposed at the kind network's gateway
+#      (e2e/kind/hoststack.sh: the pods' MariaDB, Kafka and Redis);
+#   5. metrics-server from the binary the local control plane builds, so
+#      HPAs get measured CPU; kwok on this machine for the shared suite's
+#      fake nodes (tainted, so only pods that ask land there).
+# Idempotent: a second run reuses the cluster. The kubeconfig is
+# var/kind/kubeconfig ($PAYSTREAM_VAR/kind).
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=e2e/controlplane/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../controlplane/lib.sh"
+source "${here}/../controlplane/lib.sh"
+# shellcheck source=e2e/kind/lib.sh
+source "${here}/lib.sh"
 
-KIND_CLUSTER_NAME="${KIND_CLUSTER_NAME:-paystream}"
-KIND_DIR="${PAYSTREAM_VAR}/kind"
-kubeconfig="${KIND_DIR}/kubeconfig"
-
-for tool in docker kind kubectl; do
-  command -v "${tool}" >/dev/null || die "${tool} is not installed; the kind path needs Docker, kind and kubectl (without Docker: make cluster-up)"
-done
-docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (docker info failed); without Docker use: make cluster-up"
+stage "container engine" bash "${here}/engine/up.sh"
+stage "node image" bash "${here}/node/build.sh"
+image="$(node_image)"
+KIND="$(kind_bin)"
 
 mkdir -p "${KIND_DIR}"
-if kind get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER_NAME}"; then
-  log "kind cluster ${KIND_CLUSTER_NAME} already exists; reusing it"
-  kind get kubeconfig --name "${KIND_CLUSTER_NAME}" >"${kubeconfig}"
+if "${KIND}" get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER_NAME}"; then
+  log "kind cluster ${KIND_CLUSTER_NAME} exists; reusing it"
+  "${KIND}" get kubeconfig --name "${KIND_CLUSTER_NAME}" >"${KIND_KUBECONFIG}"
 else
-  log "creating kind cluster ${KIND_CLUSTER_NAME} from kind-config.yaml"
-  kind create cluster --name "${KIND_CLUSTER_NAME}" --config "${REPO_ROOT}/kind-config.yaml" \
-    --kubeconfig "${kubeconfig}" --wait 180s
+  stage "cluster" "${KIND}" create cluster --name "${KIND_CLUSTER_NAME}" \
+    --config "${REPO_ROOT}/kind-config.yaml" --image "${image}" \
+    --kubeconfig "${KIND_KUBECONFIG}" --wait 180s
 fi
-chmod 600 "${kubeconfig}"
-k() { kubectl --kubeconfig "${kubeconfig}" "$@"; }
+chmod 600 "${KIND_KUBECONFIG}"
 
-# metrics-server; kind's kubelets serve self-signed certificates, hence the
-# insecure kubelet TLS (the local control plane verifies them instead).
-log "installing metrics-server ${METRICS_SERVER_VERSION}"
-k apply -f "https://github.com/kubernetes-sigs/metrics-server/releases/download/${METRICS_SERVER_VERSION}/components.yaml" >/dev/null
-if ! k -n kube-system get deployment metrics-server -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- --kubelet-insecure-tls; then
-  k -n kube-system patch deployment metrics-server --type json \
-    -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]' >/dev/null
-fi
+stage "stack at the gateway" bash "${here}/hoststack.sh" up "$(kind_gateway)"
 
-# KWOK in the cluster, with its default fast stages and the
-# annotation-driven resource usage (kwok.x-k8s.io/usage-cpu).
-log "installing kwok ${KWOK_VERSION}"
-kwok_release="https://github.com/kubernetes-sigs/kwok/releases/download/${KWOK_VERSION}"
-k apply -f "${kwok_release}/kwok.yaml" >/dev/null
-# kwok's default configuration syncs pods with a WatchList stream, which
-# Kubernetes 1.33 serves only behind a feature gate that is off by default
-# (the local control plane keeps the default too): use a plain list instead.
-if k -n kube-system get configmap kwok -o json | grep -q 'enablePodsOnNodeSyncStreamWatch: true'; then
-  k -n kube-system get configmap kwok -o json |
-    sed 's/enablePodsOnNodeSyncStreamWatch: true/enablePodsOnNodeSyncStreamWatch: false/' |
-    k replace -f - >/dev/null
-  k -n kube-system rollout restart deployment/kwok-controller >/dev/null
-fi
-k apply -f "${kwok_release}/stage-fast.yaml" >/dev/null
-k apply -f "${kwok_release}/metrics-usage.yaml" >/dev/null
+stage "metrics-server" apply_metrics_server
+stage "kwok" start_kwok
 
-k -n kube-system rollout status deployment/kwok-controller --timeout 180s >/dev/null
-k -n kube-system rollout status deployment/metrics-server --timeout 180s >/dev/null
-
-kwok_nodes_manifest 1 | k apply -f - >/dev/null
-k wait --for condition=Ready --timeout 120s node -l type=kwok >/dev/null
-k wait --for condition=Available --timeout 180s apiservice/v1beta1.metrics.k8s.io >/dev/null
-
-log "kind cluster ${KIND_CLUSTER_NAME} is up with ${KWOK_NODES} kwok nodes and metrics-server"
-echo "export KUBECONFIG=${kubeconfig}; kubectl get nodes"
+log "kind cluster ${KIND_CLUSTER_NAME} is up: node image ${image}"
+echo "export KUBECONFIG=${KIND_KUBECONFIG}; kubectl get nodes"

@@ -10,7 +10,7 @@
 //! updates trigger nothing: at 1,000 pipelines they were most reconciles.
 //! Other drift is corrected at the next status refresh. The caches keep
 //! only what reconciles read (the operator's managedFields entries,
-//! replicas, available replicas), not the pod templates. A reconcile
+//! replicas, available and updated replicas), not the pod templates. A reconcile
 //! reads the caches only once they hold a first full list; a cache a moment
 //! behind the operator's own write costs at most one repeated apply, never
 //! a wrong one (server-side apply is idempotent). Only one task waits for
@@ -183,14 +183,20 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Children, Watches) {
     )
 }
 
-/// What of a Deployment a reconcile reacts to: the replicas it should have
-/// and has available (the status), and the operator's own fields.
-type Signature = (Option<i32>, Option<i32>, u64);
+/// What of a Deployment a reconcile reacts to: the replicas it should have,
+/// has available, has up to date and has in all (old pods of a rollout),
+/// and the operator's own fields.
+type Signature = (Option<i32>, [Option<i32>; 3], u64);
 
 fn signature(d: &Deployment) -> Signature {
+    let status = d.status.as_ref();
     (
         d.spec.as_ref().and_then(|s| s.replicas),
-        d.status.as_ref().and_then(|s| s.available_replicas),
+        [
+            status.and_then(|s| s.available_replicas),
+            status.and_then(|s| s.updated_replicas),
+            status.and_then(|s| s.replicas),
+        ],
         content_hash(&d.metadata.managed_fields),
     )
 }
@@ -211,8 +217,10 @@ fn prune_meta(meta: &mut ObjectMeta) {
 }
 
 /// Keeps of a Deployment only what reconciles read: its metadata (pruned),
-/// `spec.replicas` and `status.availableReplicas`; the pod template is most
-/// of a Deployment's size.
+/// `spec.replicas`, the selector, and `status.availableReplicas`,
+/// `updatedReplicas` and `replicas` (a rollout stuck on failing pods while
+/// the old ones still serve); the pod template is most of a Deployment's
+/// size.
 fn prune_deployment(d: &mut Deployment) {
     prune_meta(&mut d.metadata);
     if let Some(spec) = d.spec.as_mut() {
@@ -221,6 +229,8 @@ fn prune_deployment(d: &mut Deployment) {
     if let Some(status) = d.status.as_mut() {
         *status = DeploymentStatus {
             available_replicas: status.available_replicas,
+            updated_replicas: status.updated_replicas,
+            replicas: status.replicas,
             ..Default::default()
         };
     }
@@ -465,7 +475,9 @@ mod tests {
             }),
             status: Some(DeploymentStatus {
                 available_replicas: Some(2),
+                updated_replicas: Some(1),
                 replicas: Some(3),
+                ready_replicas: Some(2),
                 ..Default::default()
             }),
         };
@@ -488,6 +500,8 @@ mod tests {
         assert!(spec.template.metadata.is_none());
         let status = d.status.as_ref().expect("status");
         assert_eq!(status.available_replicas, Some(2));
-        assert_eq!(status.replicas, None);
+        assert_eq!(status.updated_replicas, Some(1));
+        assert_eq!(status.replicas, Some(3), "old pods of a stuck rollout count");
+        assert_eq!(status.ready_replicas, None);
     }
 }

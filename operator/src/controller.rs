@@ -6,11 +6,12 @@
 //! written only when it changed. Children are read from the watch caches
 //! ([`crate::children`]) and Kafka through clients shared per cluster
 //! ([`crate::kafka`]), so a refresh costs a few Kafka round trips and, when
-//! nothing changed, no apiserver request beyond the Secrets' metadata.
-//! Problems become a Degraded condition and an Event, never a crash; Kafka
-//! outages back off.
+//! nothing changed, no apiserver request beyond the Secrets' metadata. A
+//! workload short of ready pods has its pods listed ([`crate::pods`]) and
+//! its pipeline refreshed sooner. Problems become a Degraded condition and
+//! an Event each, never a crash; Kafka outages back off.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,16 +36,18 @@ use tokio_util::sync::CancellationToken;
 use crate::children::{CachesStopped, Children, Watches};
 use crate::cleaned::Cleaned;
 use crate::crd::{FINALIZER, PaymentPipeline, PaymentPipelineStatus};
+use crate::dereference::dereference;
 use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
 use crate::observe;
+use crate::pods;
 use crate::reconcile::apply::{Applier, Listing};
-use crate::reconcile::names::{self, MANAGER, Workload};
+use crate::reconcile::names::MANAGER;
 use crate::reconcile::validate::{Validated, validate};
 use crate::reconcile::{self, BuildError, BuildInputs, env};
-use crate::refresh::next_refresh;
+use crate::refresh::{self, next_refresh};
 use crate::secret_versions::SecretVersions;
-use crate::status::{self, Observation, Problem, Replicas};
+use crate::status::{self, Observation, Problem};
 use crate::topics;
 
 /// A reconcile failed; the controller retries with backoff.
@@ -176,11 +179,12 @@ impl Context {
         }
     }
 
-    /// The delay until `key`'s next status refresh.
-    fn refresh_in(&self, key: &str) -> Duration {
+    /// The delay until `key`'s next status refresh; shorter while a
+    /// workload is `settling` (not fully rolled out and ready).
+    fn refresh_in(&self, key: &str, settling: bool) -> Duration {
         let count = self.pipelines.get().map_or(1, |s| s.len());
         next_refresh(
-            self.settings.status_interval,
+            refresh::interval(self.settings.status_interval, settling),
             count,
             self.settings.max_status_refreshes_per_sec,
             key,
@@ -198,120 +202,6 @@ impl Context {
         let secs = 5u64.saturating_mul(1 << (*n).min(6)).min(300);
         Some(Duration::from_secs(secs))
     }
-}
-
-/// Reads `key` of Secret `name`, as text.
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key).cloned())
-        })
-}
-
-/// What dereferencing the Secrets found.
-#[derive(Default)]
-struct Dereferenced {
-    /// The Kafka SASL credentials the operator itself needs.
-    sasl: Option<(String, String)>,
-    /// `resourceVersion` of each named Secret that exists, by name: a
-    /// rotated Secret rolls the pods that read it.
-    versions: BTreeMap<String, String>,
-}
-
-/// Dereference: checks the Secrets the spec names exist, notes their
-/// versions, and returns the Kafka SASL credentials the operator needs.
-async fn dereference(
-    secrets: &Api<Secret>,
-    cache: &SecretVersions,
-    v: &Validated,
-    problems: &mut Vec<Problem>,
-) -> Result<Dereferenced, kube::Error> {
-    let mut out = Dereferenced::default();
-    let s = &v.spec;
-    let mut named = vec![(
-        "source.credentialsSecretRef",
-        s.source.credentials_secret_ref.name.clone(),
-    )];
-    if let Some(r) = &s.redis.credentials_secret_ref {
-        named.push(("redis.credentialsSecretRef", r.name.clone()));
-    }
-    if let Some(r) = &s.source.tls.ca_secret_ref {
-        named.push(("source.tls.caSecretRef", r.name.clone()));
-    }
-    if let Some(r) = &s.api.jwt_secret_ref {
-        named.push(("api.jwtSecretRef", r.name.clone()));
-    }
-    if let Some(r) = &s.api.jwt_public_key_ref {
-        named.push(("api.jwtPublicKeyRef", r.name.clone()));
-    }
-    if let Some(r) = &s.redis.ca_secret_ref {
-        named.push(("redis.caSecretRef", r.name.clone()));
-    }
-    if let Some(r) = &s.api.database_credentials_secret_ref {
-        named.push(("api.databaseCredentialsSecretRef", r.name.clone()));
-    }
-    for (field, name) in named {
-        if out.versions.contains_key(&name) {
-            continue;
-        }
-        if let Some(version) = cache.get(secrets, &v.namespace, &name).await? {
-            out.versions.insert(name, version);
-        } else {
-            problems.push(Problem::new(
-                "SecretMissing",
-                format!(
-                    "{field}: Secret {name:?} not found in namespace {}; create it",
-                    v.namespace
-                ),
-            ));
-        }
-    }
-    let Some(r) = &s.kafka.credentials_secret_ref else {
-        return Ok(out);
-    };
-    let secret = secrets.get_opt(&r.name).await?;
-    if let Some(version) = secret
-        .as_ref()
-        .and_then(|s| s.metadata.resource_version.clone())
-    {
-        out.versions.insert(r.name.clone(), version);
-    }
-    out.sasl = match secret {
-        None => {
-            problems.push(Problem::new(
-                "SecretMissing",
-                format!(
-                    "kafka.credentialsSecretRef: Secret {:?} not found in namespace {}; create it",
-                    r.name, v.namespace
-                ),
-            ));
-            None
-        }
-        Some(secret) => match (
-            secret_value(&secret, &r.username_key),
-            secret_value(&secret, &r.password_key),
-        ) {
-            (Some(u), Some(p)) => Some((u, p)),
-            _ => {
-                problems.push(Problem::new(
-                    "SecretMissing",
-                    format!(
-                        "kafka.credentialsSecretRef: Secret {:?} lacks key {:?} or {:?}",
-                        r.name, r.username_key, r.password_key
-                    ),
-                ));
-                None
-            }
-        },
-    };
-    Ok(out)
 }
 
 /// What the Kafka step learnt.
@@ -418,24 +308,6 @@ async fn kafka_step(
     out
 }
 
-/// Ready and desired replicas of the three Deployments, from the cache.
-fn replicas(children: &Children, ns: &str, pipeline: &str) -> [Replicas; 3] {
-    let mut out = [Replicas::default(); 3];
-    for (slot, w) in out.iter_mut().zip(Workload::ALL) {
-        if let Some(d) = children.deployment(ns, &names::workload_name(pipeline, w)) {
-            *slot = Replicas {
-                ready: d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.available_replicas)
-                    .unwrap_or(0),
-                desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            };
-        }
-    }
-    out
-}
-
 /// Applies every child in two rounds of concurrent requests: first what the
 /// workloads refer to (ServiceAccount, ConfigMap, Services, PDBs), then the
 /// Deployments and their HPAs, so no pod is created before its identity
@@ -509,21 +381,17 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes an Event for each Degraded problem that is new.
-async fn announce(ctx: &Context, p: &PaymentPipeline, new: &PaymentPipelineStatus) {
-    let old = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"));
-    let now = new.conditions.iter().find(|c| c.type_ == "Degraded");
-    if let Some(now) = now
-        && now.status == "True"
-        && old.is_none_or(|o| {
-            o.status != "True" || o.reason != now.reason || o.message != now.message
-        })
-    {
-        ctx.event(p, EventType::Warning, &now.reason, now.message.clone())
-            .await;
+/// Publishes a Warning Event for each problem that is new: not in the
+/// Degraded message the pipeline had.
+async fn announce(ctx: &Context, p: &PaymentPipeline, problems: &[Problem]) {
+    for problem in status::new_problems(p.status.as_ref(), problems) {
+        ctx.event(
+            p,
+            EventType::Warning,
+            &problem.reason,
+            problem.message.clone(),
+        )
+        .await;
     }
 }
 
@@ -535,7 +403,6 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
         paused: p.spec.paused,
         ..Default::default()
     };
-    let mut requeue = ctx.refresh_in(&key);
     let validated = match validate(&p) {
         Ok(v) => v,
         Err(problems) => {
@@ -544,7 +411,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
                 .map(|m| Problem::new("InvalidSpec", m))
                 .collect();
             let status = status::compute(p.status.as_ref(), &obs, Time(Timestamp::now()));
-            announce(&ctx, &p, &status).await;
+            announce(&ctx, &p, &obs.problems).await;
             write_status(&ctx, &p, status).await?;
             // Nothing changes until the spec does; the watch brings that.
             return Ok(Action::requeue(Duration::from_secs(300)));
@@ -567,9 +434,7 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
         &mut obs.problems,
     )
     .await;
-    if let Some(backoff) = ctx.kafka_backoff(&key, kafka.unreachable) {
-        requeue = backoff;
-    }
+    let backoff = ctx.kafka_backoff(&key, kafka.unreachable);
     for _ in &kafka.changes {
         ctx.metrics.topic_changed();
     }
@@ -609,11 +474,19 @@ async fn reconcile_apply(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<A
             Err(e) => return Err(e.into()),
         }
     }
-    obs.replicas = Some(replicas(&ctx.children, &ns, &validated.name));
+    let workloads = pods::observe(&ctx.children, &ns, &validated.name);
+    obs.replicas = Some(workloads.clone().map(|w| w.replicas));
+    // Only the workloads short of ready pods cost a request: their pods
+    // say why (image, crash, scheduling, configuration).
+    obs.problems
+        .extend(pods::problems(&ctx.client, &ns, &workloads).await);
     let status = status::compute(p.status.as_ref(), &obs, Time(Timestamp::now()));
-    announce(&ctx, &p, &status).await;
+    announce(&ctx, &p, &obs.problems).await;
     write_status(&ctx, &p, status).await?;
-    Ok(Action::requeue(requeue))
+    let settling = workloads.iter().any(|w| w.unsettled.is_some());
+    Ok(Action::requeue(
+        backoff.unwrap_or_else(|| ctx.refresh_in(&key, settling)),
+    ))
 }
 
 async fn reconcile_cleanup(p: Arc<PaymentPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {

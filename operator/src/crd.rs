@@ -439,6 +439,7 @@ impl ApiSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
 #[x_kube(validation = Rule::new("has(self.targetCpuUtilization) != has(self.targetLagPerReplica)").message("autoscaling needs exactly one of targetCpuUtilization or targetLagPerReplica"))]
+#[x_kube(validation = Rule::new("!has(self.scaleDownStabilizationSeconds) || has(self.targetCpuUtilization)").message("autoscaling.scaleDownStabilizationSeconds tunes the HorizontalPodAutoscaler: set it with targetCpuUtilization"))]
 pub struct AutoscalingSpec {
     /// Fewest replicas.
     #[serde(default = "default_min_replicas")]
@@ -458,6 +459,13 @@ pub struct AutoscalingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub target_lag_per_replica: Option<i64>,
+    /// With targetCpuUtilization: how many seconds the HorizontalPodAutoscaler
+    /// looks back before it scales down (its highest recommendation in that
+    /// window wins), i.e. `behavior.scaleDown.stabilizationWindowSeconds`.
+    /// Unset: the HPA's default, 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: Option<i32>,
 }
 
 fn default_min_replicas() -> i32 {
@@ -554,6 +562,7 @@ mod tests {
             "set exactly one of api.jwtSecretRef",
             "redis.caSecretRef needs redis.tls",
             "api.databaseCredentialsSecretRef is required",
+            "autoscaling.scaleDownStabilizationSeconds tunes the HorizontalPodAutoscaler",
             "jsonPath: .status.binlog.summary",
             "shortNames:",
             "status: {}",

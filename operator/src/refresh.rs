@@ -4,10 +4,26 @@
 //! interval stretches (1,000 pipelines at 25 refreshes a second: every 40 s),
 //! so refreshes never crowd out the reconciles of new or changed pipelines.
 //! Each pipeline's interval is shifted by up to a tenth, by a hash of its
-//! name, so pipelines created together do not refresh in waves. Pure.
+//! name, so pipelines created together do not refresh in waves. While a
+//! workload is not fully rolled out and ready, the interval asked is at
+//! most [`SETTLING`], so a problem of its pods shows soon after it starts
+//! (the budget still bounds it). Pure.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
+
+/// The interval asked while a workload is not ready yet.
+pub const SETTLING: Duration = Duration::from_secs(10);
+
+/// The interval to ask: `status_interval`, at most [`SETTLING`] while a
+/// workload is `settling`.
+pub fn interval(status_interval: Duration, settling: bool) -> Duration {
+    if settling {
+        status_interval.min(SETTLING)
+    } else {
+        status_interval
+    }
+}
 
 /// The delay until `key`'s next refresh, with `pipelines` pipelines sharing
 /// `per_sec` refreshes a second (0: no bound) and `interval` asked.
@@ -48,6 +64,17 @@ mod tests {
         assert!(d >= 40 * S && d <= 44 * S, "{d:?}");
         let d = next_refresh(15 * S, 1000, 0.0, "ns/p0001");
         assert!(d < 17 * S, "no budget, no stretch: {d:?}");
+    }
+
+    #[test]
+    fn settling_pipelines_refresh_sooner_within_the_budget() {
+        assert_eq!(interval(15 * S, true), 10 * S);
+        assert_eq!(interval(15 * S, false), 15 * S);
+        assert_eq!(interval(2 * S, true), 2 * S, "never slower");
+        let d = next_refresh(interval(15 * S, true), 10, 25.0, "ns/a");
+        assert!(d >= 10 * S && d <= 11 * S, "{d:?}");
+        let d = next_refresh(interval(15 * S, true), 1000, 25.0, "ns/a");
+        assert!(d >= 40 * S, "the budget still holds: {d:?}");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::crd::{BinlogStatus, PaymentPipelineStatus, ReplicasStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// CamelCase reason: InvalidSpec, PartitionDecreaseRefused,
-    /// KafkaUnreachable, SecretMissing, ApplyFailed.
+    /// KafkaUnreachable, SecretMissing, ApplyFailed, and from the pods
+    /// ([`crate::pod_problems`]) Unschedulable, ImageUnavailable,
+    /// CreateContainerConfigError, CrashLooping.
     pub reason: String,
     /// What to fix.
     pub message: String,
@@ -110,6 +112,22 @@ pub fn binlog(cp: &Checkpoint) -> BinlogStatus {
             .map(|t| t.to_string()),
         summary: cp.display_position(),
     }
+}
+
+/// The problems that are new: not part of the Degraded message of `prev`
+/// (each deserves an Event; one that stays does not). Pure.
+pub fn new_problems<'a>(
+    prev: Option<&PaymentPipelineStatus>,
+    problems: &'a [Problem],
+) -> Vec<&'a Problem> {
+    let shown = prev
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .filter(|c| c.status == "True")
+        .map_or("", |c| c.message.as_str());
+    problems
+        .iter()
+        .filter(|p| !shown.contains(p.message.as_str()))
+        .collect()
 }
 
 /// Computes the status. Pure; `now` stamps conditions that changed.
@@ -343,6 +361,63 @@ mod tests {
         assert_eq!(s.binlog, first.binlog);
         assert_eq!(s.consumer_lag, Some(7));
         assert_eq!(s.partitions, Some(3));
+    }
+
+    #[test]
+    fn only_new_problems_are_announced() {
+        let crash = Problem::new(
+            "CrashLooping",
+            "api: container api keeps exiting with code 1: x",
+        );
+        let kafka = Problem::new("KafkaUnreachable", "cannot reach Kafka at k:9092");
+        let mut obs = healthy();
+        obs.problems = vec![crash.clone()];
+        assert_eq!(new_problems(None, &obs.problems), vec![&crash]);
+        let degraded = compute(None, &obs, t(100));
+        assert!(new_problems(Some(&degraded), &obs.problems).is_empty());
+        // A second problem: only it is new.
+        obs.problems = vec![kafka.clone(), crash.clone()];
+        assert_eq!(new_problems(Some(&degraded), &obs.problems), vec![&kafka]);
+        // Gone and back: new again.
+        let recovered = compute(Some(&degraded), &healthy(), t(200));
+        assert_eq!(
+            new_problems(Some(&recovered), std::slice::from_ref(&crash)),
+            vec![&crash]
+        );
+    }
+
+    #[test]
+    fn pod_problems_degrade_and_clear_when_the_pods_recover() {
+        let mut obs = healthy();
+        obs.replicas = Some([
+            Replicas {
+                ready: 1,
+                desired: 1,
+            },
+            Replicas {
+                ready: 1,
+                desired: 1,
+            },
+            Replicas {
+                ready: 0,
+                desired: 2,
+            },
+        ]);
+        obs.problems = vec![Problem::new(
+            "ImageUnavailable",
+            "api: cannot pull image \"x:1\": not found (check api.image)",
+        )];
+        let s = compute(None, &obs, t(1));
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        assert_eq!(cond(&s, "Ready").reason, "Degraded");
+        assert_eq!(cond(&s, "Degraded").reason, "ImageUnavailable");
+        assert!(cond(&s, "Ready").message.contains("cannot pull image"));
+        assert_eq!(s.replicas.as_ref().unwrap().api, "0/2");
+        let again = compute(Some(&s), &obs, t(20));
+        assert_eq!(again, s, "the same pods, the same status: no write");
+        let fixed = compute(Some(&s), &healthy(), t(40));
+        assert_eq!(fixed.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&fixed, "Degraded").status, "False");
     }
 
     #[test]

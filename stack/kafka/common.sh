@@ -27,6 +27,27 @@ KAFKA_TOOLS_LOG4J="$KAFKA_DIR/log4j2-tools.properties"
 KAFKA_BOOTSTRAP="127.0.0.1:$PAYSTREAM_KAFKA_PORT"
 KAFKA_CONTROLLER="127.0.0.1:$PAYSTREAM_KAFKA_CONTROLLER_PORT"
 
+# An extra listener, ADDRESS:PORT, for clients that cannot reach loopback: the
+# pods of a kind cluster reach the host at their docker network's gateway
+# (e2e/kind/hoststack.sh writes the file while such a cluster exists and
+# removes it with the cluster). Kafka tells clients the address of the
+# listener they came in on, so a TCP forwarder would not do: the broker has to
+# listen there itself. PAYSTREAM_KAFKA_EXTRA_LISTENER overrides the file.
+KAFKA_EXTRA_LISTENER_FILE="$KAFKA_VAR/extra-listener"
+kafka_extra_listener() {
+  if [[ -n ${PAYSTREAM_KAFKA_EXTRA_LISTENER:-} ]]; then
+    printf '%s' "$PAYSTREAM_KAFKA_EXTRA_LISTENER"
+  elif [[ -s $KAFKA_EXTRA_LISTENER_FILE ]]; then
+    tr -d '[:space:]' <"$KAFKA_EXTRA_LISTENER_FILE"
+  fi
+}
+
+# kafka_listeners: the listeners= value the server must run with.
+kafka_listeners() {
+  local extra; extra=$(kafka_extra_listener)
+  printf 'PLAINTEXT://%s,CONTROLLER://%s%s' "$KAFKA_BOOTSTRAP" "$KAFKA_CONTROLLER" "${extra:+,EXTRA://$extra}"
+}
+
 # Modest heap: the box has 2 cores and shares its memory with the rest of the stack.
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 KAFKA_START_DEADLINE="${KAFKA_START_DEADLINE:-120}"

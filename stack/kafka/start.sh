@@ -40,6 +40,13 @@ if ! pid_alive "$KAFKA_PIDFILE"; then
     echo "$stray" >"$KAFKA_PIDFILE"
   fi
 fi
+# A server started with other listeners (the extra one came or went) is
+# restarted with the current ones; its data stays.
+if pid_alive "$KAFKA_PIDFILE" && [[ -f $KAFKA_CONF ]] &&
+  [[ $(sed -n 's/^listeners=//p' "$KAFKA_CONF") != "$(kafka_listeners)" ]]; then
+  log "kafka runs with listeners $(sed -n 's/^listeners=//p' "$KAFKA_CONF"); restarting it with $(kafka_listeners)"
+  stop_pidfile kafka "$KAFKA_PIDFILE" "$KAFKA_STOP_TIMEOUT"
+fi
 if pid_alive "$KAFKA_PIDFILE"; then
   if kafka_probe; then
     log "kafka already running on $KAFKA_BOOTSTRAP (pid $(cat "$KAFKA_PIDFILE"))"
@@ -68,10 +75,10 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$KAFKA_CONTROLLER
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://$KAFKA_BOOTSTRAP,CONTROLLER://$KAFKA_CONTROLLER
-advertised.listeners=PLAINTEXT://$KAFKA_BOOTSTRAP,CONTROLLER://$KAFKA_CONTROLLER
+listeners=$(kafka_listeners)
+advertised.listeners=$(kafka_listeners)
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,EXTRA:PLAINTEXT
 
 log.dirs=$KAFKA_LOG_DIRS
 

@@ -7,7 +7,9 @@
 //! with a deadline instead of sleeping, and [`kwok_pod_placement`] puts test
 //! pods on the fake nodes.
 
+pub mod http;
 pub mod pipeline;
+pub mod realpods;
 pub mod tools;
 
 use std::fmt::Debug;

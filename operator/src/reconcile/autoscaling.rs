@@ -26,6 +26,9 @@ pub enum ReplicaPolicy {
         max: i32,
         /// Target CPU utilization, percent.
         cpu: i32,
+        /// `behavior.scaleDown.stabilizationWindowSeconds`; the HPA's
+        /// default (300) when `None`.
+        scale_down_stabilization: Option<i32>,
     },
 }
 
@@ -77,6 +80,7 @@ pub fn replica_policy(p: &Validated, workload: Workload, lag: Option<i64>) -> Re
                     min,
                     max,
                     cpu: cpu.unwrap_or(80),
+                    scale_down_stabilization: a.scale_down_stabilization_seconds,
                 },
             }
         }
@@ -100,6 +104,15 @@ pub fn max_replicas(p: &Validated, workload: Workload) -> i32 {
     }
 }
 
+/// `hpa` with `behavior.scaleDown.stabilizationWindowSeconds` when
+/// `seconds` is set; without `behavior` (the HPA's defaults) otherwise.
+fn with_behavior(mut hpa: serde_json::Value, seconds: Option<i32>) -> serde_json::Value {
+    if let Some(s) = seconds {
+        hpa["spec"]["behavior"] = json!({ "scaleDown": { "stabilizationWindowSeconds": s } });
+    }
+    hpa
+}
+
 /// The HPAs to apply, and the names of HPAs that must not exist. Pure.
 pub fn hpas(
     p: &Validated,
@@ -110,9 +123,14 @@ pub fn hpas(
     for workload in [Workload::Consumer, Workload::Api] {
         let name = names::workload_name(&p.name, workload);
         match replica_policy(p, workload, None) {
-            ReplicaPolicy::Hpa { min, max, cpu } => keep.push(typed(
+            ReplicaPolicy::Hpa {
+                min,
+                max,
+                cpu,
+                scale_down_stabilization,
+            } => keep.push(typed(
                 "HorizontalPodAutoscaler",
-                json!({
+                with_behavior(json!({
                     "apiVersion": "autoscaling/v2",
                     "kind": "HorizontalPodAutoscaler",
                     "metadata": {
@@ -133,7 +151,7 @@ pub fn hpas(
                             }
                         }]
                     }
-                }),
+                }), scale_down_stabilization),
             )?),
             ReplicaPolicy::Fixed(_) => stale.push(name),
         }
@@ -166,7 +184,8 @@ mod tests {
             ReplicaPolicy::Hpa {
                 min: 1,
                 max: 4,
-                cpu: 70
+                cpu: 70,
+                scale_down_stabilization: None,
             }
         );
         let mut p = sample();
@@ -175,6 +194,7 @@ mod tests {
             max_replicas: 8,
             target_cpu_utilization: None,
             target_lag_per_replica: Some(1000),
+            scale_down_stabilization_seconds: None,
         });
         let v = validate(&p).unwrap();
         assert_eq!(
@@ -206,6 +226,7 @@ mod tests {
             max_replicas: 3,
             target_cpu_utilization: None,
             target_lag_per_replica: Some(1000),
+            scale_down_stabilization_seconds: None,
         });
         let v = validate(&p).unwrap();
         assert_eq!(max_replicas(&v, Workload::Consumer), 3);
@@ -226,6 +247,50 @@ mod tests {
         assert_eq!(keep.len(), 1);
         let spec = keep[0].spec.clone().unwrap();
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 4));
+        assert_eq!(spec.behavior, None, "unset: the HPA's own default (300 s)");
         assert_eq!(stale, vec!["demo-api"]);
+    }
+
+    #[test]
+    fn scale_down_stabilization_sets_the_hpas_behavior() {
+        let mut p = sample();
+        if let Some(a) = p.spec.consumer.autoscaling.as_mut() {
+            a.scale_down_stabilization_seconds = Some(60);
+        }
+        p.spec.api.replicas = None;
+        p.spec.api.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 4,
+            target_cpu_utilization: Some(70),
+            target_lag_per_replica: None,
+            scale_down_stabilization_seconds: Some(0),
+        });
+        let v = validate(&p).unwrap();
+        let (keep, _) = hpas(&v, &OwnerReference::default()).unwrap();
+        let windows: Vec<(String, Option<i32>)> = keep
+            .iter()
+            .map(|h| {
+                let window = h
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.behavior.as_ref())
+                    .and_then(|b| b.scale_down.as_ref())
+                    .and_then(|d| d.stabilization_window_seconds);
+                (h.metadata.name.clone().unwrap_or_default(), window)
+            })
+            .collect();
+        assert_eq!(
+            windows,
+            vec![
+                ("demo-consumer".to_string(), Some(60)),
+                ("demo-api".to_string(), Some(0))
+            ]
+        );
+        let scale_up = keep[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.behavior.as_ref())
+            .and_then(|b| b.scale_up.as_ref());
+        assert_eq!(scale_up, None, "scale-up keeps its defaults");
     }
 }

@@ -1,11 +1,15 @@
 //! The Deployments of the producer (one replica, Recreate), the consumer and
 //! the API, and their ServiceAccount. Each pod template carries the config
 //! hash, so a configuration change rolls the pods. `spec.replicas` is left out
-//! when an HPA owns it.
+//! when an HPA owns it. A container that exits with an error leaves its last
+//! log lines as its termination message (`FallbackToLogsOnError`), which the
+//! status quotes; one an HPA scales on CPU always has a CPU request, which
+//! its utilization is measured against.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ResourceRequirements, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -15,6 +19,26 @@ use super::names::{self, Workload};
 use super::validate::Validated;
 use super::{BuildError, BuildInputs, DesiredDeployment, configmap, env, typed};
 use crate::crd::{CredentialsSecretRef, SecretKeyRef};
+
+/// The CPU request of a container an HPA scales on CPU when the spec gives
+/// none: without one the HPA cannot compute a utilization and never scales.
+pub const DEFAULT_HPA_CPU_REQUEST: &str = "100m";
+
+/// The container's `resources`: the spec's, plus [`DEFAULT_HPA_CPU_REQUEST`]
+/// when an HPA scales it on CPU and the spec requests no CPU. Pure.
+fn container_resources(
+    resources: Option<&ResourceRequirements>,
+    hpa_scaled: bool,
+) -> Option<Value> {
+    let mut r = resources.cloned().unwrap_or_default();
+    if hpa_scaled {
+        let requests = r.requests.get_or_insert_with(Default::default);
+        requests
+            .entry("cpu".to_string())
+            .or_insert_with(|| Quantity(DEFAULT_HPA_CPU_REQUEST.into()));
+    }
+    (resources.is_some() || hpa_scaled).then(|| json!(r))
+}
 
 /// The workloads' ServiceAccount. Pure.
 pub fn service_account(
@@ -214,6 +238,9 @@ pub fn deployment(
         "ports": ports,
         "livenessProbe": { "httpGet": { "path": "/healthz", "port": "ops" }, "periodSeconds": 10 },
         "readinessProbe": { "httpGet": { "path": "/readyz", "port": "ops" }, "periodSeconds": 5 },
+        // A binary that exits with an error leaves its last log lines (its
+        // error) where the status finds them.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
@@ -221,8 +248,10 @@ pub fn deployment(
             "capabilities": { "drop": ["ALL"] }
         },
     });
-    if let Some(r) = resources {
-        container["resources"] = json!(r);
+    let policy = replica_policy(p, workload, inputs.consumer_lag);
+    let hpa_scaled = matches!(policy, ReplicaPolicy::Hpa { .. });
+    if let Some(r) = container_resources(resources.as_ref(), hpa_scaled) {
+        container["resources"] = r;
     }
     let mut pod_spec = json!({
         "serviceAccountName": names::service_account_name(&p.name),
@@ -256,8 +285,6 @@ pub fn deployment(
     if workload == Workload::Producer {
         spec["strategy"] = json!({ "type": "Recreate" });
     }
-    let policy = replica_policy(p, workload, inputs.consumer_lag);
-    let hpa_scaled = matches!(policy, ReplicaPolicy::Hpa { .. });
     if let ReplicaPolicy::Fixed(n) = policy {
         spec["replicas"] = json!(n);
     }
@@ -511,6 +538,78 @@ mod tests {
         let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
         assert!(!api.hpa_scaled);
         assert_eq!(api.deployment.spec.unwrap().replicas, Some(2));
+    }
+
+    #[test]
+    fn containers_leave_their_last_logs_on_error() {
+        let v = validate(&sample()).unwrap();
+        for w in Workload::ALL {
+            let d = deployment(&v, w, &inputs(), "h").unwrap();
+            assert_eq!(
+                pod(&d).containers[0].termination_message_policy.as_deref(),
+                Some("FallbackToLogsOnError"),
+                "{w:?}"
+            );
+        }
+    }
+
+    fn requests(d: &DesiredDeployment) -> Option<BTreeMap<String, String>> {
+        let r = pod(d).containers[0].resources.clone()?;
+        Some(
+            r.requests
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_cpu_scaled_workload_always_requests_cpu() {
+        let mut p = sample();
+        // The consumer scales on CPU; the API runs fixed replicas.
+        let v = validate(&p).unwrap();
+        let consumer = deployment(&v, Workload::Consumer, &inputs(), "h").unwrap();
+        assert_eq!(
+            requests(&consumer),
+            Some(BTreeMap::from([(
+                "cpu".to_string(),
+                DEFAULT_HPA_CPU_REQUEST.to_string()
+            )]))
+        );
+        for w in [Workload::Producer, Workload::Api] {
+            let d = deployment(&v, w, &inputs(), "h").unwrap();
+            assert_eq!(requests(&d), None, "{w:?}: nothing invented");
+        }
+        // The spec's own request and the rest of its resources are kept.
+        p.spec.consumer.resources = Some(
+            serde_json::from_value(json!({
+                "requests": { "cpu": "250m", "memory": "128Mi" },
+                "limits": { "memory": "256Mi" }
+            }))
+            .unwrap(),
+        );
+        p.spec.api.replicas = None;
+        p.spec.api.autoscaling = serde_json::from_value(json!({
+            "minReplicas": 2, "maxReplicas": 4, "targetCpuUtilization": 70
+        }))
+        .unwrap();
+        p.spec.api.resources =
+            serde_json::from_value(json!({ "requests": { "memory": "64Mi" } })).unwrap();
+        let v = validate(&p).unwrap();
+        let consumer = deployment(&v, Workload::Consumer, &inputs(), "h").unwrap();
+        assert_eq!(
+            pod(&consumer).containers[0].resources,
+            p.spec.consumer.resources
+        );
+        let api = deployment(&v, Workload::Api, &inputs(), "h").unwrap();
+        assert_eq!(
+            requests(&api),
+            Some(BTreeMap::from([
+                ("cpu".to_string(), DEFAULT_HPA_CPU_REQUEST.to_string()),
+                ("memory".to_string(), "64Mi".to_string())
+            ]))
+        );
     }
 
     #[test]

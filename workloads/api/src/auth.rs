@@ -36,10 +36,12 @@ impl Caller {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// HS256 without a secret.
-    #[error("--jwt-algorithm hs256 needs --jwt-secret (at least 32 bytes)")]
+    #[error(
+        "PAYSTREAM_JWT_SECRET (--jwt-secret) is not set; HS256 needs a secret of at least 32 bytes"
+    )]
     NoSecret,
     /// A secret too short to be safe.
-    #[error("the HS256 secret must be at least 32 bytes long, got {0}")]
+    #[error("PAYSTREAM_JWT_SECRET (--jwt-secret) is {0} bytes long; HS256 needs at least 32 bytes")]
     ShortSecret(usize),
     /// RS256 without a key file.
     #[error("--jwt-algorithm rs256 needs --jwt-public-key-file")]
@@ -290,6 +292,11 @@ mod tests {
             admin_scope: "admin".into(),
         };
         assert!(matches!(Verifier::new(&c), Err(KeyError::ShortSecret(5))));
+        // One line that names the variable and the minimum.
+        assert_eq!(
+            KeyError::ShortSecret(5).to_string(),
+            "PAYSTREAM_JWT_SECRET (--jwt-secret) is 5 bytes long; HS256 needs at least 32 bytes"
+        );
         c.algorithm = JwtAlgorithm::Rs256;
         assert!(matches!(Verifier::new(&c), Err(KeyError::NoPublicKey)));
         c.public_key_pem = Some(b"not pem".to_vec());

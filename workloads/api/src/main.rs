@@ -1,7 +1,11 @@
 //! `paystream-api`: the binary edge. Parses the configuration, starts logging,
 //! the operations server and the health loop, serves the API until SIGTERM,
-//! and exits once in-flight requests have drained.
+//! and exits once in-flight requests have drained. A fatal error (a refused
+//! configuration, say) is printed to stderr as one line, `Error: <error>:
+//! <cause>…`, after every task has stopped, so it is the last thing the
+//! container writes: Kubernetes shows it as the termination message.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -19,8 +23,26 @@ use paystream_api::reads::Reads;
 use paystream_api::store::Store;
 use paystream_runtime::shell::Shell;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run());
+            // Stops what is still running before the error is printed.
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the error and its causes on one line.
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::parse();
     let mut shell = Shell::start(&config.ops)?;
     config.validate().map_err(anyhow::Error::msg)?;
