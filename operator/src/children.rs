@@ -501,7 +501,11 @@ mod tests {
         let status = d.status.as_ref().expect("status");
         assert_eq!(status.available_replicas, Some(2));
         assert_eq!(status.updated_replicas, Some(1));
-        assert_eq!(status.replicas, Some(3), "old pods of a stuck rollout count");
+        assert_eq!(
+            status.replicas,
+            Some(3),
+            "old pods of a stuck rollout count"
+        );
         assert_eq!(status.ready_replicas, None);
     }
 }
