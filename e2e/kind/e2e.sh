@@ -40,6 +40,17 @@ deploy() {
     kk -n "${NS}" get pods -o wide >&2 || true
     die "the pipeline did not become Ready within 300 s (its status is above)"
   fi
+  # On a reused cluster the workloads roll to the images just loaded.
+  local tag w deadline=$((SECONDS + 300))
+  tag="$(cat "${IMAGE_TAG_FILE}")"
+  for w in producer consumer api; do
+    until [[ "$(kk -n "${NS}" get deployment "demo-${w}" -o jsonpath='{.spec.template.spec.containers[0].image}')" == *":${tag}" ]]; do
+      ((SECONDS < deadline)) || die "demo-${w} does not run the images of tag ${tag} after 300 s"
+      sleep 1
+    done
+    kk -n "${NS}" rollout status "deployment/demo-${w}" --timeout 300s >/dev/null
+  done
+  kk -n "${NS}" wait paymentpipeline/demo --for condition=Ready --timeout 300s >/dev/null
   kk -n "${NS}" get paymentpipelines
   kk -n "${NS}" get pods -o wide
 }
@@ -58,6 +69,6 @@ stage "shared e2e suite" cargo test -p paystream-e2e --locked \
 jwt="$(kk -n "${NS}" get secret api-jwt -o jsonpath='{.data.secret}' | base64 -d)"
 stage "real-pod suite" env PAYSTREAM_E2E_REAL_PODS="${NS}" PAYSTREAM_E2E_JWT_SECRET="${jwt}" \
   PAYSTREAM_E2E_OPERATOR_NS="${OPERATOR_NS}" PAYSTREAM_E2E_NODE="${KIND_NODE}" \
-  PAYSTREAM_E2E_DOCKER="${PAYSTREAM_DOCKER_CLI}" cargo test -p paystream-e2e --locked --test realpods -- --test-threads=1 --nocapture
+  PAYSTREAM_E2E_DOCKER="${PAYSTREAM_DOCKER_CLI}" PAYSTREAM_E2E_IMAGE_TAG="$(cat "${IMAGE_TAG_FILE}")" cargo test -p paystream-e2e --locked --test realpods -- --test-threads=1 --nocapture
 
 log "kind e2e passed in $((SECONDS - total)) s; the cluster is left up (make kind-down deletes it)"

@@ -114,28 +114,46 @@ stop_kwok() {
 OPERATOR_NS=paystream-system
 
 # The project's four images, built here (e2e/kind/images.sh, cached by their
-# inputs), loaded into the node.
+# inputs), tagged `<version>-<hash of the four image ids>` and loaded into the
+# node. The tag changes with any binary, so a cluster that is reused gets its
+# operator and workloads rolled to the new images (the chart and the operator
+# are given this tag); it is kept in var/kind/image-tag.
+IMAGE_TAG_FILE="${KIND_DIR}/image-tag"
 load_images() {
-  local refs ref
+  local refs ref version tag
   refs="$(bash "${KIND_SCRIPTS}/images.sh")"
-  for ref in ${refs}; do
-    "${KIND}" load docker-image --name "${KIND_CLUSTER_NAME}" "${ref}" >/dev/null
-    log "loaded ${ref}"
-  done
-}
-
-# install_operator WATCH: the chart installs the operator from its image,
-# watching namespace WATCH ("" for every namespace). Idempotent.
-install_operator() {
-  local helm version
   version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${REPO_ROOT}/Cargo.toml" | head -n1)"
   [[ -n "${version}" ]] || die "no workspace version in Cargo.toml"
+  # shellcheck disable=SC2086 # image refs
+  tag="${version}-$(docker image inspect -f '{{.Id}}' ${refs} | sha256sum | cut -c1-12)"
+  for ref in ${refs}; do
+    docker tag "${ref}" "${ref%:*}:${tag}"
+    "${KIND}" load docker-image --name "${KIND_CLUSTER_NAME}" "${ref%:*}:${tag}" >/dev/null
+    log "loaded ${ref%:*}:${tag}"
+  done
+  # Earlier builds' tags of these repositories are dead weight in the engine.
+  for ref in ${refs}; do
+    docker images --format '{{.Repository}}:{{.Tag}}' "${ref%:*}" |
+      grep -E ":${version}-[0-9a-f]{12}$" | grep -vx "${ref%:*}:${tag}" |
+      xargs -r docker rmi >/dev/null 2>&1 || true
+  done
+  mkdir -p "${KIND_DIR}"
+  echo "${tag}" >"${IMAGE_TAG_FILE}"
+}
+
+# install_operator WATCH: the chart installs the operator from the loaded
+# images, watching namespace WATCH ("" for every namespace). Idempotent.
+install_operator() {
+  local helm tag
+  [[ -s "${IMAGE_TAG_FILE}" ]] || die "no images loaded yet (load_images)"
+  tag="$(cat "${IMAGE_TAG_FILE}")"
   helm="$(bash "${REPO_ROOT}/charts/install-helm.sh")"
   "${helm}" --kubeconfig "${KIND_KUBECONFIG}" upgrade --install paystream-operator \
     "${REPO_ROOT}/charts/paystream-operator" \
     --namespace "${OPERATOR_NS}" --create-namespace \
     --set operator.watchNamespace="$1" \
-    --set image.tag="${version}" \
+    --set image.tag="${tag}" \
+    --set operator.workloadImageTag="${tag}" \
     --wait --timeout 300s >/dev/null
 }
 

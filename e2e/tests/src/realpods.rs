@@ -34,6 +34,8 @@ pub struct Kind {
     pub docker: String,
     /// The API's HS256 secret.
     pub secret: String,
+    /// The tag of the images built and loaded for this run.
+    pub image_tag: String,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             operator_ns: var("PAYSTREAM_E2E_OPERATOR_NS")?,
             node: var("PAYSTREAM_E2E_NODE")?,
             docker: var("PAYSTREAM_E2E_DOCKER")?,
+            image_tag: var("PAYSTREAM_E2E_IMAGE_TAG")?,
             cluster: Cluster::connect().await?,
         })
     }

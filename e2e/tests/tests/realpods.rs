@@ -72,8 +72,9 @@ async fn workloads_run_as_real_containers_from_the_built_images() -> Result<()> 
         for c in &spec.containers {
             let image = c.image.clone().unwrap_or_default();
             ensure!(
-                image.starts_with(&format!("ghcr.io/paystream/paystream-{w}:")),
-                "{w} pod {name} runs image {image}"
+                image == format!("ghcr.io/paystream/paystream-{w}:{}", kind.image_tag),
+                "{w} pod {name} runs image {image}, not the one built for this run ({})",
+                kind.image_tag
             );
             let sc = c.security_context.clone().unwrap_or_default();
             ensure!(
