@@ -309,7 +309,7 @@ async fn writer(stack: Stack, stop: Arc<AtomicBool>) -> Result<Vec<u64>> {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        if n % 3 == 0 && !ids.is_empty() {
+        if n.is_multiple_of(3) && !ids.is_empty() {
             let id = ids[usize::try_from(n).unwrap_or(0) % ids.len()];
             conn.exec_drop(
                 "UPDATE purchases SET status = IF(status = 'pending', 'paid', 'refunded') WHERE id = ?",
