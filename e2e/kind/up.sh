@@ -27,10 +27,20 @@ image="$(node_image)"
 KIND="$(kind_bin)"
 
 mkdir -p "${KIND_DIR}"
+# A cluster whose node stopped (a reboot, a killed engine) cannot be revived
+# (its address may change), and one on an older node image would not test
+# the current one: either is made again.
 if "${KIND}" get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER_NAME}"; then
-  log "kind cluster ${KIND_CLUSTER_NAME} exists; reusing it"
-  "${KIND}" get kubeconfig --name "${KIND_CLUSTER_NAME}" >"${KIND_KUBECONFIG}"
-else
+  "${KIND}" get kubeconfig --name "${KIND_CLUSTER_NAME}" >"${KIND_KUBECONFIG}" 2>/dev/null || true
+  if [[ "$(docker inspect -f '{{.State.Running}} {{.Config.Image}}' "${KIND_NODE}" 2>/dev/null)" == "true ${image}" ]] &&
+    kk get --raw /readyz >/dev/null 2>&1; then
+    log "kind cluster ${KIND_CLUSTER_NAME} exists; reusing it"
+  else
+    log "kind cluster ${KIND_CLUSTER_NAME} exists but its node is stopped, does not answer or runs another node image; making it again"
+    "${KIND}" delete cluster --name "${KIND_CLUSTER_NAME}" --kubeconfig "${KIND_KUBECONFIG}"
+  fi
+fi
+if ! "${KIND}" get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER_NAME}"; then
   stage "cluster" "${KIND}" create cluster --name "${KIND_CLUSTER_NAME}" \
     --config "${REPO_ROOT}/kind-config.yaml" --image "${image}" \
     --kubeconfig "${KIND_KUBECONFIG}" --wait 180s

@@ -137,6 +137,22 @@ impl Kind {
         http::token(&self.secret, "1", Some("admin"))
     }
 
+    /// The node's pid of the main process of `pod`'s first container.
+    pub fn container_pid(&self, pod: &Pod) -> Result<String> {
+        let id = container_id(pod)?;
+        let template = "{{.info.pid}}";
+        let pid = self.in_node(&[
+            "crictl",
+            "inspect",
+            "-o",
+            "go-template",
+            "--template",
+            template,
+            &id,
+        ])?;
+        Ok(pid.trim().to_string())
+    }
+
     /// Runs a command in the kind node's container.
     pub fn in_node(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["exec", self.node.as_str()];
@@ -225,7 +241,7 @@ pub fn same_purchase(resp: &Response, want: &(String, u64, String)) -> bool {
         && doc["amount"] == want.2.as_str()
 }
 
-pub fn container_id(pod: &Pod) -> Result<String> {
+fn container_id(pod: &Pod) -> Result<String> {
     let id = pod
         .status
         .as_ref()

@@ -29,8 +29,8 @@ use mysql_async::prelude::*;
 use paystream_e2e::http;
 use paystream_e2e::poll_until;
 use paystream_e2e::realpods::{
-    Kind, PIPELINE, WORKLOADS, condition, container_id, container_running_ready, insert_purchase,
-    mysql, mysql_purchase, restarts, same_purchase, user_and_package,
+    Kind, PIPELINE, WORKLOADS, condition, container_running_ready, insert_purchase, mysql,
+    mysql_purchase, restarts, same_purchase, user_and_package,
 };
 use paystream_testkit::{Stack, cdc};
 
@@ -103,17 +103,8 @@ async fn workloads_run_as_real_containers_from_the_built_images() -> Result<()> 
             .into_iter()
             .next()
             .context("no pod")?;
-        let id = container_id(&pod)?;
-        let pid = kind.in_node(&[
-            "crictl",
-            "inspect",
-            "-o",
-            "go-template",
-            "--template",
-            "{{.info.pid}}",
-            &id,
-        ])?;
-        let status = kind.in_node(&["cat", &format!("/proc/{}/status", pid.trim())])?;
+        let pid = kind.container_pid(&pod)?;
+        let status = kind.in_node(&["cat", &format!("/proc/{pid}/status")])?;
         let uid = status
             .lines()
             .find(|l| l.starts_with("Uid:"))
@@ -123,7 +114,7 @@ async fn workloads_run_as_real_containers_from_the_built_images() -> Result<()> 
             uid.split_whitespace().nth(1) == Some("65532"),
             "{w} runs as {uid}"
         );
-        let mounts = kind.in_node(&["cat", &format!("/proc/{}/mounts", pid.trim())])?;
+        let mounts = kind.in_node(&["cat", &format!("/proc/{pid}/mounts")])?;
         let root = mounts
             .lines()
             .find(|l| l.split_whitespace().nth(1) == Some("/"))
@@ -335,20 +326,11 @@ async fn kill_container(kind: &Kind, workload: &str) -> Result<()> {
         .with_context(|| format!("no running {workload} pod"))?;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let before = restarts(&pod);
-    let id = container_id(&pod)?;
-    let pid = kind.in_node(&[
-        "crictl",
-        "inspect",
-        "-o",
-        "go-template",
-        "--template",
-        "{{.info.pid}}",
-        &id,
-    ])?;
-    kind.in_node(&["kill", "-9", pid.trim()])?;
+    let pid = kind.container_pid(&pod)?;
+    kind.in_node(&["kill", "-9", &pid])?;
     println!(
         "killed {workload} container of {name} (pid {} in the node)",
-        pid.trim()
+        pid
     );
     poll_until(
         &format!("{name} restarted and ready"),

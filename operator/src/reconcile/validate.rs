@@ -47,6 +47,13 @@ pub fn validate(pipeline: &PaymentPipeline) -> Result<Validated, Vec<String>> {
             problems.push(format!("source.tables lists {table:?} twice"));
         }
     }
+    for table in paystream_core::readmodel::SOURCE_TABLES {
+        if !spec.source.tables.iter().any(|t| t == table) {
+            problems.push(format!(
+                "source.tables lacks {table:?}: the consumer builds the read model from the purchases and packages tables"
+            ));
+        }
+    }
     let change_topics: Vec<String> = spec
         .source
         .tables
@@ -126,7 +133,7 @@ pub(crate) mod tests {
             "spec": {
                 "source": {
                     "host": "db", "port": 3306, "database": "payments",
-                    "tables": ["payments", "purchases"],
+                    "tables": ["payments", "purchases", "packages"],
                     "credentialsSecretRef": { "name": "db-cdc" }
                 },
                 "kafka": { "bootstrapServers": "k:9092", "topicPrefix": "ps", "partitions": 4 },
@@ -149,12 +156,25 @@ pub(crate) mod tests {
         let v = validate(&sample()).unwrap();
         assert_eq!(
             v.change_topics,
-            vec!["ps.payments.payments", "ps.payments.purchases"]
+            vec![
+                "ps.payments.payments",
+                "ps.payments.purchases",
+                "ps.payments.packages"
+            ]
         );
         assert_eq!(
             v.consumer_cap, 4,
             "maxReplicas 10 is capped at 4 partitions"
         );
+    }
+
+    #[test]
+    fn a_pipeline_must_capture_the_read_models_tables() {
+        let mut p = sample();
+        p.spec.source.tables = vec!["users".into(), "purchases".into()];
+        let problems = validate(&p).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("lacks \"packages\""), "{problems:?}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::PurchaseStatus;
 
+/// The source tables the read model is built from: the consumer reads their
+/// change topics and waits until both exist, so a pipeline must capture them.
+pub const SOURCE_TABLES: [&str; 2] = ["purchases", "packages"];
+
 /// The Lua script behind every guarded write (`EVALSHA` it; load it once per
 /// server). `ARGV[1]` names the operation; [`ScriptCall`] builds the keys and
 /// arguments of each.
