@@ -562,6 +562,16 @@ class Bench:
         pods = [p for p in pods if pod_running(p) and not p["metadata"].get("deletionTimestamp")]
         return pods[0] if pods else None
 
+    def operator_leading(self):
+        """A Ready operator pod holds the Lease: a re-installed operator first
+        waits for its predecessor's Lease to expire, which no point may time."""
+        pod = self.operator_pod()
+        if not pod or not pod_ready(pod):
+            return False
+        p = self.kube.run("-n", self.a.operator_ns, "get", "lease", self.a.lease, "-o",
+                          "jsonpath={.spec.holderIdentity}", check=False)
+        return p.returncode == 0 and p.stdout.strip() == pod["metadata"]["name"]
+
     def track_operator(self):
         pod = self.operator_pod()
         uid = pod["metadata"]["uid"] if pod else None
@@ -633,6 +643,9 @@ class Bench:
         run["delete_s"], run["deleted"] = (secs if gone else None), gone
         if gone:
             self.created.remove(ns)
+            if kind == "pipelines" and self.a.kafka_tool:
+                # The finalizers delete the topics (deleteTopicsOnDelete): check.
+                run["topics_left_after_deletion"] = count_topics(self.a.kafka_tool, f"{self.prefix(count, rnd_, '')}")
         log(f"{kind} {count} round {rnd_}: namespace deleted in {secs} s" if gone
             else f"{kind} {count} round {rnd_}: namespace {ns} NOT gone after {secs} s")
         return run
@@ -658,6 +671,9 @@ class Bench:
         log(f"node {self.a.node}: memory cgroup {node_cg or '(not found: docker stats, usage only)'}")
         self.sampler = Sampler(Cgroup(node_cg) if node_cg else None, 0.5, docker_stats)
         self.sampler.start()
+        t = time.monotonic()
+        wait_for(self.operator_leading, 180, "an operator pod that is Ready and holds the Lease")
+        log(f"the operator leads ({time.monotonic() - t:.1f} s after the install)")
         op = self.track_operator()
         log(f"operator pod {op['pod']}: memory cgroup {op['cgroup']}")
         others = 0
@@ -753,11 +769,25 @@ class Bench:
         return left
 
 
+def list_topics(tool):
+    p = subprocess.run(["bash", tool, "topics", "--list"], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise OSError(p.stderr.strip()[-300:])
+    return p.stdout.split()
+
+
+def count_topics(tool, prefix):
+    try:
+        return len([t for t in list_topics(tool) if t.startswith(prefix)])
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"listing topics: {e}")
+        return None
+
+
 def sweep_topics(tool, prefix):
     """Deletes the topics under `prefix` a deletion left behind; how many."""
     try:
-        p = subprocess.run(["bash", tool, "topics", "--list"], capture_output=True, text=True, timeout=120)
-        topics = [t for t in p.stdout.split() if t.startswith(prefix)]
+        topics = [t for t in list_topics(tool) if t.startswith(prefix)]
         if topics:
             log(f"cleanup: {len(topics)} topics under {prefix} left: deleting them")
             subprocess.run(["bash", tool, "topics", "--delete", "--topic", re.escape(prefix) + ".*"],
@@ -820,8 +850,8 @@ def parse_args(argv=None):
     ap.add_argument("--manifest", required=True, help="pipeline_manifest's output: Secrets + one PaymentPipeline")
     ap.add_argument("--counts", default=env("BENCH_KIND_COUNTS", "1 10"))
     ap.add_argument("--repeat", type=int, default=int(env("BENCH_KIND_REPEAT", "2")))
-    ap.add_argument("--tables", default=env("BENCH_KIND_TABLES", "users"),
-                    help="tables each pipeline captures (default users; empty: the example's)")
+    ap.add_argument("--tables", default=env("BENCH_KIND_TABLES", ""),
+                    help="tables each pipeline captures (default: the example's four, which the consumer reads)")
     ap.add_argument("--partitions", type=int, default=int(env("BENCH_KIND_PARTITIONS", "1")))
     ap.add_argument("--server-id-base", type=int, default=int(env("BENCH_KIND_SERVER_ID_BASE", "58000")),
                     help="the producers announce server ids from base+1 up, one per pipeline of the run")
@@ -838,6 +868,7 @@ def parse_args(argv=None):
     ap.add_argument("--docker", default=env("PAYSTREAM_DOCKER_CLI"))
     ap.add_argument("--images-json", default=None)
     ap.add_argument("--operator-ns", default="paystream-system")
+    ap.add_argument("--lease", default="paystream-operator", help="the operator's Lease (in --operator-ns)")
     ap.add_argument("--watch-found", default=None, help="the operator's watchNamespace before the run")
     ap.add_argument("--kafka-tool", default=os.path.join(REPO, "stack", "kafka", "tool.sh"))
     ap.add_argument("--results", default=os.path.join(REPO, "bench", "results"))

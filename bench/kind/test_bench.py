@@ -264,7 +264,10 @@ elif a[:2] == ["get", "serviceaccount"]:
 elif a[0] == "version":
     print(json.dumps({"serverVersion": {"gitVersion": "v1.33.13"}}))
 elif a[:2] == ["get", "pods"]:
-    print(json.dumps({"items": [{"metadata": {"name": "op-1", "uid": "u-1"}, "status": {"phase": "Running"}}]}))
+    print(json.dumps({"items": [{"metadata": {"name": "op-1", "uid": "u-1"},
+                                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}]}))
+elif a[:2] == ["get", "lease"]:
+    print("op-1")
 elif a[:2] == ["get", "paymentpipelines.paystream.io"]:
     print(json.dumps({"items": []}))
 elif a[0] == "get" and a[-1] == "json":

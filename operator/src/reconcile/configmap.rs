@@ -160,7 +160,7 @@ mod tests {
         let data = cm.data.clone().unwrap();
         assert_eq!(
             data[env::INCLUDE_TABLES],
-            "payments.payments,payments.purchases"
+            "payments.payments,payments.purchases,payments.packages"
         );
         assert_eq!(data[env::TOPIC_PREFIX], "ps");
         assert_eq!(data[env::CONSUMER_GROUP], "paystream-consumer-ps");
