@@ -30,6 +30,7 @@ up: toolchain build stack-up seed ## Build, start the stack and workloads, seed 
 test: toolchain stack-up ## Unit and integration tests of every crate against the real stack
 	$(CARGO) test --workspace --exclude paystream-e2e --locked
 	python3 -m unittest discover -s bench/report -t bench/report
+	python3 -m unittest discover -s bench/kind -t bench/kind
 
 ## ---- Everyday ---------------------------------------------------------------
 
@@ -75,7 +76,7 @@ export BENCH_PACKAGES := -p paystream-producer -p paystream-consumer -p paystrea
 bench-build: toolchain ## Release build of everything the benchmarks run
 	$(CARGO) build --release --locked $(BENCH_PACKAGES)
 # Every part runs even when another fails; the report names what is missing.
-bench: bench-build stack-up ## Every benchmark, every point repeated (about 21 to 23 min on 2 cores, plus the first build), then bench/results/<date>.md with plots
+bench: bench-build stack-up ## Every benchmark, every point repeated (about 26 to 28 min on 2 cores with the kind part, plus the first builds), then bench/results/<date>.md with plots
 	@since=$$(date +%s); failed=""; \
 	for part in bench-api bench-cdc bench-freshness bench-operator bench-kind; do \
 	  $(MAKE) --no-print-directory $$part BENCH_ARGS= || failed="$$failed $$part"; \

@@ -247,15 +247,23 @@ def by_kind(items):
 
 
 class Tracker:
-    """Turns successive snapshots of a namespace into first-seen times: each
-    pipeline's (or Deployment's) Ready time and the namespace's milestones."""
+    """Turns successive snapshots of a namespace into times: when each
+    pipeline (or Deployment) turned Ready for good, the first snapshot where
+    all of them are Ready at once, and the namespace's milestones. A pipeline
+    that is Ready, then not, counts from its last turn to Ready; it is listed
+    in `flapped`, and `early` lists the pipelines whose first Ready came
+    before their three pods were Ready (the same snapshot)."""
 
     def __init__(self, kind, expected):
         self.kind = kind  # "pipelines" or "ceiling"
         self.expected = expected  # pipelines, or Deployments for the ceiling
-        self.ready_at = {}
+        self.ready_since = {}  # name -> start of its current Ready streak
+        self.first_ready = {}  # name -> its first Ready
+        self.flapped = set()
+        self.early = {}  # name -> its pods Ready at its first Ready (pipelines)
         self.milestones = {}
         self.restarts = 0
+        self.all_ready = False
 
     def _mark(self, key, t, cond_):
         if cond_ and key not in self.milestones:
@@ -276,27 +284,41 @@ class Tracker:
         )
         objs = k["PaymentPipeline"] if self.kind == "pipelines" else deps
         done = pipeline_ready if self.kind == "pipelines" else deployment_available
+        now_ready = 0
         for o in objs:
             name = (o.get("metadata") or {}).get("name")
-            if name and name not in self.ready_at and done(o):
-                self.ready_at[name] = t
-        if len(self.ready_at) >= self.expected:
-            self._mark("all_ready", t, True)
+            if not name:
+                continue
+            if done(o):
+                now_ready += 1
+                self.ready_since.setdefault(name, t)
+                if name not in self.first_ready:
+                    self.first_ready[name] = t
+                    if self.kind == "pipelines":
+                        own = [p for p in live if any((p.get("metadata") or {}).get("name", "").startswith(f"{name}-{w}-")
+                                                      for w in ("producer", "consumer", "api"))]
+                        n = sum(1 for p in own if pod_ready(p))
+                        if n < 3:
+                            self.early[name] = n
+            elif name in self.ready_since:
+                del self.ready_since[name]
+                self.flapped.add(name)
+        self.all_ready = now_ready >= self.expected
+        self._mark("all_ready", t, self.all_ready)
         return self.all_ready
 
-    @property
-    def all_ready(self):
-        return len(self.ready_at) >= self.expected
-
     def figures(self):
-        times = sorted(self.ready_at.values())
+        times = sorted(self.ready_since.values())
         return {
             "ready": len(times),
             "all_ready": self.all_ready,
-            "time_to_all_ready_s": rnd(times[-1]) if self.all_ready and times else None,
+            "time_to_all_ready_s": rnd(self.milestones["all_ready"]) if self.all_ready else None,
             "first_ready_s": rnd(times[0]) if times else None,
             "median_ready_s": rnd(statistics.median(times)) if times else None,
             "ready_times_s": [rnd(x) for x in times],
+            "first_ready_ever_s": rnd(min(self.first_ready.values())) if self.first_ready else None,
+            "flapped": sorted(self.flapped),
+            "ready_before_its_pods": dict(sorted(self.early.items())),
             "milestones_s": {k: rnd(v) for k, v in sorted(self.milestones.items(), key=lambda kv: kv[1])},
             "pod_restarts": self.restarts,
         }
@@ -631,7 +653,9 @@ class Bench:
                 + (f"all {run['objects']} Ready at {run['time_to_all_ready_s']} s" if ok
                    else f"only {run['ready']} of {run['objects']} Ready after {run['ramp_s']} s")
                 + f" (first {run['first_ready_s']} s, median {run['median_ready_s']} s; apply took {run['apply_s']} s;"
-                + f" milestones {run['milestones_s']})")
+                + f" milestones {run['milestones_s']})"
+                + (f"; Ready before their pods: {run['ready_before_its_pods']}" if run.get("ready_before_its_pods") else "")
+                + (f"; Ready, then not: {run['flapped']}" if run.get("flapped") else ""))
             if not ok:
                 run["diagnosis"] = self.diagnose(ns)
         except Interrupted:
@@ -645,7 +669,10 @@ class Bench:
             self.created.remove(ns)
             if kind == "pipelines" and self.a.kafka_tool:
                 # The finalizers delete the topics (deleteTopicsOnDelete): check.
-                run["topics_left_after_deletion"] = count_topics(self.a.kafka_tool, f"{self.prefix(count, rnd_, '')}")
+                left = topics_under(self.a.kafka_tool, self.prefix(count, rnd_, ""))
+                run["topics_left_after_deletion"] = None if left is None else len(left)
+                if left:
+                    run["topics_left_names"] = left[:12]
         log(f"{kind} {count} round {rnd_}: namespace deleted in {secs} s" if gone
             else f"{kind} {count} round {rnd_}: namespace {ns} NOT gone after {secs} s")
         return run
@@ -776,9 +803,9 @@ def list_topics(tool):
     return p.stdout.split()
 
 
-def count_topics(tool, prefix):
+def topics_under(tool, prefix):
     try:
-        return len([t for t in list_topics(tool) if t.startswith(prefix)])
+        return sorted(t for t in list_topics(tool) if t.startswith(prefix))
     except (OSError, subprocess.TimeoutExpired) as e:
         log(f"listing topics: {e}")
         return None

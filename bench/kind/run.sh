@@ -18,7 +18,7 @@
 # namespaces (label paystream.io/bench=kind) and topics before it exits.
 #
 # Knobs: BENCH_KIND_REPEAT (2), BENCH_KIND_COUNTS ("1 10"), BENCH_KIND_TABLES
-# (users; empty: the example's four), BENCH_KIND_PARTITIONS (1),
+# (empty: the example's four, which the consumer needs), BENCH_KIND_PARTITIONS (1),
 # BENCH_KIND_READY_TIMEOUT (420 s), BENCH_KIND_DELETE_TIMEOUT (240 s),
 # BENCH_KIND_IDLE_S (5 s of idle memory before each apply), BENCH_KIND_POLL_S
 # (0.5). `run.sh --dry-run` prints the manifests of a round and touches nothing.

@@ -163,9 +163,9 @@ class State(unittest.TestCase):
         self.assertFalse(t.observe(0.5, [pipeline("p")]))
         deps = [deployment(f"p-{w}", False) for w in ("producer", "consumer", "api")]
         self.assertFalse(t.observe(1.0, [pipeline("p")] + deps))
-        pods = [pod(f"p-{w}", "Running", False) for w in ("producer", "consumer", "api")]
+        pods = [pod(f"p-{w}-x1", "Running", False) for w in ("producer", "consumer", "api")]
         self.assertFalse(t.observe(1.5, [pipeline("p")] + deps + pods))
-        pods = [pod(f"p-{w}", "Running", True, restarts=1) for w in ("producer", "consumer", "api")]
+        pods = [pod(f"p-{w}-x1", "Running", True, restarts=1) for w in ("producer", "consumer", "api")]
         deps = [deployment(f"p-{w}", True) for w in ("producer", "consumer", "api")]
         self.assertFalse(t.observe(2.0, [pipeline("p", "False")] + deps + pods))
         self.assertTrue(t.observe(2.5, [pipeline("p", "True")] + deps + pods))
@@ -174,6 +174,17 @@ class State(unittest.TestCase):
         self.assertEqual(f["milestones_s"], {"deployments_created": 1.0, "pods_running": 1.5, "pods_ready": 2.0,
                                              "deployments_available": 2.0, "all_ready": 2.5})
         self.assertEqual(f["pod_restarts"], 1)
+        self.assertEqual((f["flapped"], f["ready_before_its_pods"]), ([], {}))
+        # Ready before its pods, then not, then Ready for good: counted from
+        # the last turn, and listed.
+        t = bench.Tracker("pipelines", 2)
+        self.assertFalse(t.observe(1.0, [pipeline("a", "True"), pipeline("b")]))
+        self.assertFalse(t.observe(2.0, [pipeline("a", "False"), pipeline("b", "True")] + pods))
+        self.assertFalse(t.observe(3.0, [pipeline("a", "True"), pipeline("b", "False")]))
+        self.assertTrue(t.observe(4.0, [pipeline("a", "True"), pipeline("b", "True")]))
+        f = t.figures()
+        self.assertEqual((f["time_to_all_ready_s"], f["ready_times_s"], f["first_ready_ever_s"]), (4.0, [3.0, 4.0], 1.0))
+        self.assertEqual((f["flapped"], f["ready_before_its_pods"]), (["a", "b"], {"a": 0, "b": 0}))
         c = bench.Tracker("ceiling", 2)
         self.assertFalse(c.observe(1.0, [deployment("a", True), deployment("b", False)]))
         self.assertTrue(c.observe(2.0, [deployment("a", True), deployment("b", True)]))

@@ -381,6 +381,16 @@ def kind_results(d):
             for r in pr + cr if r.get("all_ready") is False and not r.get("error")
         ]
         row["not_deleted"] = [f"{r.get('kind')} round {r.get('run')}" for r in pr + cr if r.get("deleted") is False]
+        row["early"] = [
+            {"run": r.get("run"), "pipelines": len(r.get("ready_before_its_pods") or {}), "flapped": len(r.get("flapped") or []),
+             "first_ready_ever_s": num(r.get("first_ready_ever_s"))}
+            for r in pr if r.get("ready_before_its_pods") or r.get("flapped")
+        ]
+        row["topics_left"] = [
+            (r.get("run"), num(r.get("topics_left_after_deletion")),
+             sorted({t.split(".", 1)[1] for t in r.get("topics_left_names") or [] if "." in t}))
+            for r in pr if num(r.get("topics_left_after_deletion"))
+        ]
         out.append(row)
     return out
 
@@ -697,8 +707,10 @@ def plot_all(parts, outdir):
             errs = [_err(*r[key]) for r in kr]
             ax.bar([x + i * 0.38 for x in xs], ys, 0.38, label=label, color=color,
                    yerr=[[e[0][0] for e in errs], [e[1][0] for e in errs]], capsize=3)
-            for x, y in zip(xs, ys):
-                ax.annotate(fmt(y), (x + i * 0.38, y), ha="center", va="bottom", fontsize=8)
+            for x, y, r in zip(xs, ys, kr):
+                top = max(y, num(r[key][2]) or 0)
+                ax.annotate(fmt(y), (x + i * 0.38, top), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=8)
         ax.set_xticks([x + 0.19 for x in xs])
         ax.set_xticklabels([f"N = {int(r['count']):,}\n({fmt_ratio(r['ratio'])} the ceiling)" for r in kr])
         ax.set_ylabel("seconds from kubectl apply")
@@ -963,6 +975,16 @@ def section_kind(d, plots):
             lines += ["", f"N = {int(r['count']):,}: a run failed: {e[:300]}"]
         for nd in r["not_deleted"]:
             lines += ["", f"N = {int(r['count']):,}, {nd}: the namespace was not gone within the deletion timeout."]
+        for e in r["early"]:
+            lines += ["", f"N = {int(r['count']):,}, round {e['run']}: {e['pipelines']} pipelines reported Ready before their "
+                      f"three pods were Ready (the first at {fmt(e['first_ready_ever_s'])} s), {e['flapped']} went back to "
+                      "not Ready; each counts from its last turn to Ready, and the time to all Ready is the first poll "
+                      "that saw every pipeline Ready at once."]
+        for run_, n, kinds in r["topics_left"]:
+            lines += ["", f"N = {int(r['count']):,}, round {run_}: {fmt(n, 0)} topics of the deleted pipelines were still in "
+                      "Kafka after their namespace was gone (deleteTopicsOnDelete)"
+                      + (f": {', '.join(f'`<prefix>.{k}`' for k in kinds)}" if kinds else "")
+                      + "; the benchmark swept them."]
     return lines + [""]
 
 

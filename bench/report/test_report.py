@@ -105,7 +105,9 @@ KIND = {
     "runs": [
         kind_run("pipelines", 1, 1, 20.0), kind_run("ceiling", 1, 1, 4.0, delete=2.0),
         kind_run("ceiling", 1, 2, 6.0, delete=2.0), kind_run("pipelines", 1, 2, 24.0),
-        kind_run("pipelines", 10, 1, 60.0), kind_run("ceiling", 10, 1, 12.0),
+        kind_run("pipelines", 10, 1, 60.0, ready_before_its_pods={"pipe-1": 0, "pipe-2": 1}, flapped=["pipe-1"],
+                 first_ready_ever_s=2.0, topics_left_after_deletion=20,
+                 topics_left_names=["bk1-10-1-1.dlq", "bk1-10-1-1.consumer.dlq", "bk1-10-1-2.dlq"]), kind_run("ceiling", 10, 1, 12.0),
         kind_run("ceiling", 10, 2, 10.0),
         kind_run("pipelines", 10, 2, None, ready=7, ramp_s=420.0, deleted=False, delete_s=None),
         "not a run",
@@ -264,6 +266,10 @@ class Parts(unittest.TestCase):
         self.assertIn("1 other PaymentPipelines were in the cluster", md)
         self.assertIn("N = 10, round 2: only 7 of 10 pipelines Ready when the benchmark stopped waiting at 420.0 s.", md)
         self.assertIn("N = 10, pipelines round 2: the namespace was not gone", md)
+        self.assertIn("N = 10, round 1: 2 pipelines reported Ready before their three pods were Ready (the first at 2.0 s), 1 went", md)
+        self.assertIn("N = 10, round 1: 20 topics of the deleted pipelines were still in Kafka after their namespace was gone "
+                      "(deleteTopicsOnDelete): `<prefix>.consumer.dlq`, `<prefix>.dlq`; the benchmark swept them.", md)
+        self.assertNotIn("N = 1, round", md)
         self.assertEqual(report.kind_results({}), [])
         self.assertIn("no runs", "\n".join(report.section_kind({}, {})))
 
