@@ -300,6 +300,11 @@ mod tests {
         }
     }
 
+    /// Producer, consumer and API replicas as (ready, desired).
+    fn replicas(rd: [(i32, i32); 3]) -> [Replicas; 3] {
+        rd.map(|(ready, desired)| Replicas { ready, desired })
+    }
+
     fn cond<'a>(s: &'a PaymentPipelineStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
@@ -389,20 +394,7 @@ mod tests {
     #[test]
     fn pod_problems_degrade_and_clear_when_the_pods_recover() {
         let mut obs = healthy();
-        obs.replicas = Some([
-            Replicas {
-                ready: 1,
-                desired: 1,
-            },
-            Replicas {
-                ready: 1,
-                desired: 1,
-            },
-            Replicas {
-                ready: 0,
-                desired: 2,
-            },
-        ]);
+        obs.replicas = Some(replicas([(1, 1), (1, 1), (0, 2)]));
         obs.problems = vec![Problem::new(
             "ImageUnavailable",
             "api: cannot pull image \"x:1\": not found (check api.image)",
@@ -423,20 +415,7 @@ mod tests {
     #[test]
     fn rolling_out_and_paused() {
         let mut obs = healthy();
-        obs.replicas = Some([
-            Replicas {
-                ready: 1,
-                desired: 1,
-            },
-            Replicas {
-                ready: 0,
-                desired: 2,
-            },
-            Replicas {
-                ready: 1,
-                desired: 1,
-            },
-        ]);
+        obs.replicas = Some(replicas([(1, 1), (0, 2), (1, 1)]));
         let s = compute(None, &obs, t(1));
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         assert_eq!(cond(&s, "Progressing").status, "True");
