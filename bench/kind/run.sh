@@ -81,7 +81,9 @@ restore() {
 }
 trap restore EXIT
 
-stage images load_images
+# The figures are of release binaries whatever the caller's environment says
+# (make kind-e2e uses dev ones).
+PAYSTREAM_IMAGE_PROFILE=release stage images load_images
 stage "operator watching every namespace" install_operator ""
 
 node_id="$(docker inspect -f '{{.Id}}' "${KIND_NODE}")"

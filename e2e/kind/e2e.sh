@@ -24,7 +24,12 @@ total=${SECONDS}
 stage "kind up" bash "${here}/up.sh"
 KIND="$(kind_bin)"
 
-stage "images" load_images
+# Images of the test build's binaries (dev profile, debug info stripped): after
+# make test this compiles next to nothing, where a release build takes a cold
+# CI run 15-20 minutes (docs/adr/0010-real-pods-on-kind.md, "Which binaries").
+# PAYSTREAM_IMAGE_PROFILE=release tests the release images instead.
+export PAYSTREAM_IMAGE_PROFILE="${PAYSTREAM_IMAGE_PROFILE:-dev}"
+stage "images (${PAYSTREAM_IMAGE_PROFILE})" load_images
 
 deploy() {
   local secret

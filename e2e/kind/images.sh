@@ -9,8 +9,13 @@
 #              ca-certificates, libssl3, zlib1g, user 65532 (images/runtime-base.sh);
 #              the rootfs tarball is cached in $PAYSTREAM_CACHE/images, so a new
 #              engine re-imports it without mmdebstrap. key = sha256 of that recipe.
-#   2. cargo   `cargo build --release --locked $BENCH_PACKAGES` (the Makefile's set,
-#              so the release cache is shared with `make bench`).
+#   2. cargo   PAYSTREAM_IMAGE_PROFILE=release (the default): `cargo build --release
+#              --locked $BENCH_PACKAGES` (the Makefile's set, so the release cache
+#              is shared with `make bench`). =dev: `cargo build --workspace
+#              --exclude paystream-e2e --bins` (make test's set: after make test
+#              it compiles next to nothing), debug info stripped in the image.
+#              make kind-e2e uses dev; make bench-kind release
+#              (docs/adr/0010-real-pods-on-kind.md, "Which binaries").
 #   3. images  `docker build --target <t> --build-arg BINARIES=prebuilt
 #              --build-arg RUNTIME_BASE=<base>` with a context holding only out/,
 #              tagged ghcr.io/paystream/paystream-<t>:<workspace version> (the
@@ -24,7 +29,8 @@
 #
 # Environment: PAYSTREAM_CACHE (~/.cache/paystream), CARGO_TARGET_DIR
 # ($PAYSTREAM_CACHE/target), PAYSTREAM_VAR (<repo>/var), IMAGES_SKIP_CARGO=1
-# (use the binaries already in $CARGO_TARGET_DIR/release), IMAGES_SKIP_CHECK=1,
+# (use the binaries already in $CARGO_TARGET_DIR/<profile dir>), IMAGES_SKIP_CHECK=1,
+# PAYSTREAM_IMAGE_PROFILE (release|dev),
 # PAYSTREAM_DOCKER (see engine/lib.sh).
 set -euo pipefail
 
@@ -120,19 +126,30 @@ base() {
 }
 
 # ---- cargo --------------------------------------------------------------------
-release_dir="${CARGO_TARGET_DIR}/release"
+PROFILE="${PAYSTREAM_IMAGE_PROFILE:-release}"
+case "${PROFILE}" in
+  release) bin_dir="${CARGO_TARGET_DIR}/release" ;;
+  dev) bin_dir="${CARGO_TARGET_DIR}/debug" ;;
+  *) die "PAYSTREAM_IMAGE_PROFILE=${PROFILE}: use release or dev" ;;
+esac
 cargo_build() {
   if [[ "${IMAGES_SKIP_CARGO:-0}" == 1 ]]; then
-    log "IMAGES_SKIP_CARGO=1: using the binaries in ${release_dir}"
+    log "IMAGES_SKIP_CARGO=1: using the binaries in ${bin_dir}"
   else
     bash "${repo}/scripts/toolchain.sh" >&2
-    # shellcheck disable=SC2086 # BENCH_PACKAGES is a list of flags
-    (cd "${repo}" && cargo build --release --locked ${BENCH_PACKAGES}) >&2
+    if [[ "${PROFILE}" == release ]]; then
+      # shellcheck disable=SC2086 # BENCH_PACKAGES is a list of flags
+      (cd "${repo}" && cargo build --release --locked ${BENCH_PACKAGES}) >&2
+    else
+      # Keep in step with the Makefile's test target (same package set, so
+      # the same feature set and artifacts).
+      (cd "${repo}" && cargo build --workspace --exclude paystream-e2e --bins --locked) >&2
+    fi
   fi
   local t
   for t in "${TARGETS[@]}"; do
-    [[ -x "${release_dir}/paystream-${t}" ]] ||
-      die "${release_dir}/paystream-${t} is missing (run without IMAGES_SKIP_CARGO, or make bench-build)"
+    [[ -x "${bin_dir}/paystream-${t}" ]] ||
+      die "${bin_dir}/paystream-${t} is missing (run without IMAGES_SKIP_CARGO)"
   done
 }
 
@@ -148,9 +165,9 @@ build_images() {
   local -a todo=()
   for t in "${TARGETS[@]}"; do
     REF[$t]="${IMAGE_REPOSITORY}-${t}:${version}"
-    bin_sha="$(sha "${release_dir}/paystream-${t}")"
-    BIN_BYTES[$t]="$(stat -c %s "${release_dir}/paystream-${t}")"
-    INPUTS[$t]="$(printf '%s\n' "target=${t}" "version=${version}" "binary=${bin_sha}" \
+    bin_sha="$(sha "${bin_dir}/paystream-${t}")"
+    BIN_BYTES[$t]="$(stat -c %s "${bin_dir}/paystream-${t}")"
+    INPUTS[$t]="$(printf '%s\n' "target=${t}" "version=${version}" "profile=${PROFILE}" "binary=${bin_sha}" \
       "dockerfile=${dockerfile_sha}" "base=${base_ref}" | sha256sum | cut -c1-32)"
     current="$(docker image inspect -f "{{index .Config.Labels \"${INPUTS_LABEL}\"}}" "${REF[$t]}" 2>/dev/null || true)"
     if [[ "${current}" == "${INPUTS[$t]}" ]]; then
@@ -167,7 +184,12 @@ build_images() {
   ctx="$(mktemp -d "${images_cache}/context.XXXXXX")"
   mkdir "${ctx}/out"
   for t in "${TARGETS[@]}"; do
-    cp "${release_dir}/paystream-${t}" "${ctx}/out/"
+    if [[ "${PROFILE}" == dev ]]; then
+      # Debug info is most of a dev binary (300 MB for the operator).
+      objcopy --strip-debug "${bin_dir}/paystream-${t}" "${ctx}/out/paystream-${t}"
+    else
+      cp "${bin_dir}/paystream-${t}" "${ctx}/out/"
+    fi
   done
   local revision created
   revision="$(git -C "${repo}" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
@@ -230,7 +252,7 @@ check_images() {
 
   local json="${PAYSTREAM_VAR}/kind/images.json" sep=""
   {
-    printf '{\n  "version": "%s",\n  "measured": "%s",\n' "${version}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '{\n  "version": "%s",\n  "profile": "%s",\n  "measured": "%s",\n' "${version}" "${PROFILE}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '  "base": {"ref": "%s", "size_bytes": %s},\n  "images": [\n' "${base_ref}" "${base_size}"
     for t in "${TARGETS[@]}"; do
       printf '%s    {"target": "%s", "ref": "%s", "size_bytes": %s, "binary_bytes": %s, "inputs": "%s"}' \
@@ -249,5 +271,5 @@ stage base base
 stage cargo cargo_build
 stage images build_images
 stage check check_images
-log "stage times (s): ${TIMES[*]} total=$((SECONDS - total0))"
+log "profile ${PROFILE}; stage times (s): ${TIMES[*]} total=$((SECONDS - total0))"
 for t in "${TARGETS[@]}"; do printf '%s\n' "${REF[$t]}"; done
