@@ -14,8 +14,10 @@ start_workload producer 19190 paystream-producer \
   --topic-prefix "$PREFIX" --include-table 'payments.*' \
   --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
 
+# One consumer process with a fixed static group member id: restarted after a
+# crash it takes its partitions back at once (docs/adr/0011-consumer-takeover.md).
 start_workload consumer 19191 paystream-consumer \
-  --topic-prefix "$PREFIX" \
+  --topic-prefix "$PREFIX" --group-instance-id "$PREFIX-consumer-0" \
   --redis-url "redis://127.0.0.1:$PAYSTREAM_REDIS_PORT/0" --redis-password "$PAYSTREAM_REDIS_PASSWORD" \
   --kafka-bootstrap "127.0.0.1:$PAYSTREAM_KAFKA_PORT"
 

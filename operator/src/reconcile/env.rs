@@ -60,8 +60,6 @@ pub const REDIS_USERNAME: &str = "PAYSTREAM_REDIS_USERNAME";
 pub const REDIS_PASSWORD: &str = "PAYSTREAM_REDIS_PASSWORD";
 /// The consumer's group id.
 pub const CONSUMER_GROUP: &str = "PAYSTREAM_CONSUMER_GROUP";
-/// Static group membership id of a consumer pod (its pod name).
-pub const GROUP_INSTANCE_ID: &str = "PAYSTREAM_GROUP_INSTANCE_ID";
 /// Address of the operations server.
 pub const OPS_ADDR: &str = "PAYSTREAM_OPS_ADDR";
 /// Log format.

@@ -135,12 +135,10 @@ fn secrets_for(p: &Validated, workload: Workload) -> Vec<Value> {
             true,
         ));
     }
-    if workload == Workload::Consumer {
-        out.push(json!({
-            "name": env::GROUP_INSTANCE_ID,
-            "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } }
-        }));
-    }
+    // No static group membership for consumer pods: a replaced pod has a
+    // new name, so its partitions would wait out the old member's session;
+    // a plain member leaves the group when it stops and a dead one is gone
+    // after the consumer's 6 s session (docs/adr/0011-consumer-takeover.md).
     out
 }
 

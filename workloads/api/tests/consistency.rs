@@ -17,7 +17,7 @@ use common::{Api, Opts, package, token, user};
 use paystream_core::readmodel::{SCRIPT, ScriptCall, Version};
 use paystream_testkit::proxy::Proxy;
 use paystream_testkit::redis_server::RedisServer;
-use paystream_testkit::{Stack, wait_for};
+use paystream_testkit::{Stack, unique_name, wait_for};
 
 /// Writes a purchase document the way the consumer does.
 async fn write_doc(api: &Api, id: u64, version: u64, json: &serde_json::Value) -> i64 {
@@ -363,6 +363,55 @@ async fn mysql_down_still_serves_cached_reads_and_deadlines_hold() {
     assert_eq!(api.get(&path, Some(&t)).await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz", None).await.status, StatusCode::OK);
     proxy.heal();
+}
+
+#[tokio::test]
+async fn writes_get_503_with_retry_after_while_mysql_is_away_and_succeed_after() {
+    let stack = Stack::from_env();
+    let proxy = Proxy::start(addr(stack.mysql_port)).await.unwrap();
+    let api = Api::with(Opts {
+        mysql_port: proxy.addr.port(),
+        request_timeout_ms: 1500,
+        query_timeout_ms: 1000,
+        ..Opts::default()
+    })
+    .await;
+    let u = user(&api.admin).await;
+    let t = token(u);
+    let p = package(&api.admin, "3.00", true).await;
+    let body = format!(r#"{{"package_id":{p},"quantity":1}}"#);
+    api.buy(u, p, 1).await;
+
+    // The database restarts: connections are cut and new ones refused.
+    proxy.cut();
+    let key = unique_name("k");
+    let r = api.post("/v1/purchases", &t, Some(&key), &body).await;
+    let prob = r.problem(503);
+    assert!(
+        r.header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "{r:?}"
+    );
+    assert!(
+        prob["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{prob}"
+    );
+
+    // Back: the same request (same idempotency key) succeeds, once.
+    proxy.heal();
+    let r = wait_for("a write after the outage", Duration::from_secs(20), || {
+        let (api, t, key, body) = (&api, &t, &key, &body);
+        async move {
+            let r = api.post("/v1/purchases", t, Some(key), body).await;
+            (r.status == StatusCode::CREATED).then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    let id = r.json()["id"].as_u64().unwrap();
+    let again = api.post("/v1/purchases", &t, Some(&key), &body).await;
+    assert!(again.status.is_success(), "{again:?}");
+    assert_eq!(again.json()["id"].as_u64(), Some(id));
 }
 
 #[tokio::test]

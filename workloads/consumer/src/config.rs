@@ -48,7 +48,7 @@ pub struct Config {
     #[arg(long, env = "PAYSTREAM_CHECK_INTERVAL_MS", default_value_t = 1000)]
     pub check_interval_ms: u64,
     /// Longest pause between retries of Redis or Kafka (exponential backoff).
-    #[arg(long, env = "PAYSTREAM_MAX_BACKOFF_SECS", default_value_t = 10)]
+    #[arg(long, env = "PAYSTREAM_MAX_BACKOFF_SECS", default_value_t = 2)]
     pub max_backoff_secs: u64,
     /// Dead-letter topic; defaults to `<topic prefix>.consumer.dlq`.
     #[arg(long, env = "PAYSTREAM_DLQ_TOPIC")]

@@ -493,13 +493,20 @@ impl Run {
             }
         }
         let mut done = Vec::new();
+        let mut idle = Vec::new();
         for (tp, pos) in self.source.positions() {
-            if let Some(State::Rebuilding { target }) = self.states.get(&tp)
-                && pos >= *target
-            {
-                done.push((tp, pos));
+            match self.states.get(&tp) {
+                Some(State::Rebuilding { target }) if pos >= *target => done.push((tp, pos)),
+                Some(state) => {
+                    let applied = self.applied.get(&tp).copied();
+                    if let Some(o) = progress::idle_commit(*state, applied, pos) {
+                        idle.push((tp, o));
+                    }
+                }
+                None => {}
             }
         }
+        self.commit_idle(idle).await;
         if done.is_empty() {
             return true;
         }
@@ -520,5 +527,23 @@ impl Run {
             }
         }
         true
+    }
+
+    /// Commits the positions of live partitions that stepped over commit
+    /// markers with nothing to apply (the lag reads 0 at rest).
+    async fn commit_idle(&mut self, idle: Vec<(TopicPartition, i64)>) {
+        if idle.is_empty() {
+            return;
+        }
+        match self.source.commit(&idle, false).await {
+            Ok(()) => {
+                self.metrics.commits.inc();
+                self.applied.extend(idle);
+            }
+            Err(e) => {
+                self.metrics.error("commit");
+                tracing::warn!(error = %e, "offset commit failed; retried at the next check");
+            }
+        }
     }
 }

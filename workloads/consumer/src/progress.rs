@@ -97,6 +97,19 @@ pub fn accepts_records(state: State) -> bool {
     matches!(state, State::Live | State::Rebuilding { .. })
 }
 
+/// The offset to commit for a live partition whose position moved past the
+/// last applied record with no record to apply: a transaction's commit
+/// marker takes an offset, and the consumer steps over it without handing
+/// it out. Committing the position then makes the lag read 0 at rest instead
+/// of 1 per partition. `applied` is the offset last committed for the
+/// partition by this owner (`None`: nothing yet).
+pub fn idle_commit(state: State, applied: Option<i64>, position: i64) -> Option<i64> {
+    match state {
+        State::Live if applied.is_none_or(|a| position > a) => Some(position),
+        _ => None,
+    }
+}
+
 /// Redis lost a live partition's mark: replay it from the beginning.
 pub fn lost(high: i64, low: i64) -> Start {
     start(None, low, high)
@@ -164,6 +177,23 @@ mod tests {
             start(Some(Mark::Rebuilding(100)), 0, 100).write_mark,
             Some(Mark::Live(100))
         );
+    }
+
+    #[test]
+    fn a_live_partition_commits_past_a_commit_marker() {
+        // Applied up to 41 (next 42); the marker at 42 moved the position to 43.
+        assert_eq!(idle_commit(State::Live, Some(42), 43), Some(43));
+        assert_eq!(idle_commit(State::Live, Some(43), 43), None);
+        // A position behind what was applied (a rewind) commits nothing.
+        assert_eq!(idle_commit(State::Live, Some(50), 43), None);
+        // Nothing applied yet by this owner: the position is committed once.
+        assert_eq!(idle_commit(State::Live, None, 43), Some(43));
+        // Replays and unchecked partitions keep their own bookkeeping.
+        assert_eq!(
+            idle_commit(State::Rebuilding { target: 90 }, Some(42), 43),
+            None
+        );
+        assert_eq!(idle_commit(State::Unchecked, None, 43), None);
     }
 
     #[test]

@@ -21,6 +21,13 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::ConsumerMetrics;
 use crate::plan::{Record, TopicPartition};
 
+/// Group session settings applied unless the operator set them
+/// (docs/adr/0011-consumer-takeover.md).
+pub const SESSION_DEFAULTS: [(&str, &str); 2] = [
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1000"),
+];
+
 /// A change of assignment, as librdkafka reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
@@ -112,6 +119,15 @@ impl Source {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000")
             .set("topic.metadata.refresh.interval.ms", "10000");
+        // A dead member holds its partitions until its session times out:
+        // 6 s (the broker's default minimum) instead of librdkafka's 45 s.
+        // Heartbeats come from librdkafka's own thread, so a busy batch does
+        // not miss them. Flags given with --kafka-property win.
+        for (k, v) in SESSION_DEFAULTS {
+            if base.get(k).is_none() {
+                c.set(k, v);
+            }
+        }
         if let Some(id) = &settings.group_instance_id {
             c.set("group.instance.id", id);
         }

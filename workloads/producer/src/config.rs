@@ -134,9 +134,15 @@ pub struct Config {
     /// Reconnect when nothing (not even a heartbeat) arrives for this long.
     #[arg(long, env = "PAYSTREAM_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub read_timeout_secs: u64,
-    /// Longest pause between reconnect attempts (exponential backoff).
-    #[arg(long, env = "PAYSTREAM_MAX_BACKOFF_SECS", default_value_t = 30)]
+    /// Longest pause between reconnect attempts (exponential backoff). Kept
+    /// short so a server that comes back is used again within seconds.
+    #[arg(long, env = "PAYSTREAM_MAX_BACKOFF_SECS", default_value_t = 2)]
     pub max_backoff_secs: u64,
+    /// Abandon a Kafka transaction when the broker acknowledges nothing (or
+    /// does not answer a commit) for this long, and start over from the last
+    /// checkpoint once it is back.
+    #[arg(long, env = "PAYSTREAM_KAFKA_STALL_TIMEOUT_SECS", default_value_t = 5)]
+    pub kafka_stall_timeout_secs: u64,
 
     /// Kafka connection.
     #[command(flatten)]

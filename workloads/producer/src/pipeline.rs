@@ -145,6 +145,7 @@ async fn session(
         batch_max_records: config.batch_max_records,
         batch_linger: Duration::from_millis(config.batch_linger_ms),
         txn_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(config.kafka_stall_timeout_secs.max(1)),
         idle_checkpoint_interval: Duration::from_secs(1),
     };
     let publisher = match Publisher::connect(&base, settings, metrics.clone()).await {

@@ -13,6 +13,14 @@
 //! fill the channel and stall the reader. Memory is bounded by the reader's
 //! channel and librdkafka's queue limits: when the queue is full, sending
 //! waits, which in turn slows the reader.
+//!
+//! A broker that goes away mid-transaction is noticed by the stall guard: no
+//! acknowledgement (or no commit answer) for `stall_timeout` abandons the
+//! transaction (purged, aborted if the broker answers) and the session ends,
+//! so the caller starts a new one from the last checkpoint once the broker is
+//! back, instead of sitting until the transaction times out. Fencing is kept:
+//! the new session's `init_transactions` bumps the epoch, which finishes or
+//! aborts whatever the old one left open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +28,7 @@ use std::time::{Duration, Instant};
 use paystream_core::checkpoint::{Checkpoint, SnapshotState};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +49,9 @@ pub struct PublisherSettings {
     pub batch_linger: Duration,
     /// Timeout of transactional calls (init, commit, abort).
     pub txn_timeout: Duration,
+    /// The longest wait for the next acknowledgement or for a commit's
+    /// answer before the transaction is abandoned (the stall guard).
+    pub stall_timeout: Duration,
     /// When idle, write a checkpoint at most this often if the position moved.
     pub idle_checkpoint_interval: Duration,
 }
@@ -63,19 +74,40 @@ pub enum PublishError {
     /// The checkpoint could not be encoded.
     #[error("encoding checkpoint: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Kafka stopped answering in the middle of a transaction.
+    #[error("kafka {op}: no answer for {after:?}; transaction abandoned")]
+    Stalled {
+        /// The operation that waited.
+        op: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("blocking kafka call did not complete: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
 /// Waits for the acknowledgement of every record; the first failure, if
-/// any (the transaction must then be aborted).
-async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
+/// any (the transaction must then be aborted). Waiting more than `stall` for
+/// the next acknowledgement is a failure too: the broker is gone.
+async fn delivered<F, T, M, C>(
+    deliveries: impl IntoIterator<Item = F>,
+    stall: Duration,
+) -> Result<(), PublishError>
+where
+    F: std::future::Future<Output = Result<Result<T, (KafkaError, M)>, C>>,
+{
     for d in deliveries {
-        match d.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e),
-            Err(_) => return Err(KafkaError::Canceled),
+        match tokio::time::timeout(stall, d).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err((e, _)))) => return Err(kafka("send")(e)),
+            Ok(Err(_)) => return Err(kafka("send")(KafkaError::Canceled)),
+            Err(_) => {
+                return Err(PublishError::Stalled {
+                    op: "send",
+                    after: stall,
+                });
+            }
         }
     }
     Ok(())
@@ -330,33 +362,46 @@ impl Publisher {
         // flushes, and a flush that finds reports not yet handed out sleeps
         // in 100 ms polls, which used to add up to 100 ms to every commit.
         let p = self.producer.clone();
-        let timeout = self.settings.txn_timeout;
-        let delivered = delivered(deliveries).await;
-        let committed = match delivered {
-            Ok(()) => {
-                tokio::task::spawn_blocking(move || {
-                    // Our records are acknowledged, but the client may still
-                    // count one whose report it is handing out: the commit's
-                    // flush would then sleep in a 100 ms poll (1 to 2 % of
-                    // commits, the p99). Wait out that moment in short steps.
-                    await_drained(|| p.in_flight_count(), DRAIN_BUDGET);
-                    p.commit_transaction(timeout)
-                })
-                .await?
-            }
+        let stall = self.settings.stall_timeout;
+        let committed = match delivered(deliveries, stall).await {
+            Ok(()) => tokio::task::spawn_blocking(move || {
+                // Our records are acknowledged, but the client may still
+                // count one whose report it is handing out: the commit's
+                // flush would then sleep in a 100 ms poll (1 to 2 % of
+                // commits, the p99). Wait out that moment in short steps.
+                await_drained(|| p.in_flight_count(), DRAIN_BUDGET);
+                p.commit_transaction(stall)
+            })
+            .await?
+            .map_err(|e| commit_error(e, stall)),
             Err(e) => Err(e),
         };
         if let Err(e) = committed {
-            let p = self.producer.clone();
-            let _ = tokio::task::spawn_blocking(move || p.abort_transaction(timeout)).await;
-            return Err(PublishError::Kafka {
-                op: "commit_transaction",
-                source: e,
-            });
+            if matches!(e, PublishError::Stalled { .. }) {
+                self.metrics.error("kafka_stall");
+            }
+            self.abandon().await;
+            return Err(e);
         }
         self.metrics
             .record_commit(count, checkpoint, started.elapsed());
         Ok(())
+    }
+
+    /// Drops the open transaction: what is queued or in flight is purged and
+    /// the transaction aborted, if the coordinator answers within the stall
+    /// timeout (if not, the next session's `init_transactions` aborts it).
+    async fn abandon(&self) {
+        let p = self.producer.clone();
+        let stall = self.settings.stall_timeout;
+        let aborted = tokio::task::spawn_blocking(move || {
+            p.purge(PurgeConfig::default().queue().inflight());
+            p.abort_transaction(stall)
+        })
+        .await;
+        if let Ok(Err(e)) = aborted {
+            tracing::warn!(error = %e, "abort_transaction failed; the next session's init aborts it");
+        }
     }
 
     /// Enqueues one record, waiting while librdkafka's queue is full: this is
@@ -377,6 +422,17 @@ impl Publisher {
                 Err((e, _)) => return Err(kafka("send")(e)),
             }
         }
+    }
+}
+
+/// A failed commit: a timeout means the broker did not answer in time.
+fn commit_error(e: KafkaError, stall: Duration) -> PublishError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::OperationTimedOut) => PublishError::Stalled {
+            op: "commit_transaction",
+            after: stall,
+        },
+        _ => kafka("commit_transaction")(e),
     }
 }
 
@@ -402,6 +458,61 @@ fn await_drained(outstanding: impl Fn() -> i32, budget: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Ack = Result<Result<(), (KafkaError, ())>, ()>;
+
+    #[tokio::test]
+    async fn an_acknowledgement_that_never_comes_is_a_stall() {
+        let stall = Duration::from_millis(50);
+        let ok = || Box::pin(std::future::ready::<Ack>(Ok(Ok(()))));
+        let all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Ack> + Send>>> =
+            vec![ok(), ok()];
+        assert!(delivered(all, stall).await.is_ok());
+
+        let started = Instant::now();
+        let hung: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Ack> + Send>>> =
+            vec![ok(), Box::pin(std::future::pending::<Ack>()), ok()];
+        let e = delivered(hung, stall).await;
+        assert!(
+            matches!(e, Err(PublishError::Stalled { op: "send", .. })),
+            "{e:?}"
+        );
+        assert!(started.elapsed() >= stall);
+
+        let failed: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Ack> + Send>>> = vec![
+            ok(),
+            Box::pin(std::future::ready::<Ack>(Ok(Err((
+                KafkaError::Canceled,
+                (),
+            ))))),
+        ];
+        assert!(matches!(
+            delivered(failed, stall).await,
+            Err(PublishError::Kafka { op: "send", .. })
+        ));
+    }
+
+    #[test]
+    fn a_commit_timeout_is_a_stall_and_other_errors_are_not() {
+        let stall = Duration::from_secs(5);
+        // commit_transaction reports a KafkaError::Transaction with this
+        // code; the mapping looks at the code only.
+        let timed_out = KafkaError::Global(RDKafkaErrorCode::OperationTimedOut);
+        assert!(matches!(
+            commit_error(timed_out, stall),
+            PublishError::Stalled {
+                op: "commit_transaction",
+                ..
+            }
+        ));
+        assert!(matches!(
+            commit_error(KafkaError::Canceled, stall),
+            PublishError::Kafka {
+                op: "commit_transaction",
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn drained_waits_for_zero_within_its_budget() {

@@ -55,6 +55,9 @@ impl KafkaArgs {
                 "security.protocol".to_string(),
                 self.kafka_security_protocol.clone(),
             ),
+            // librdkafka's default grows to 10 s: a broker back from a
+            // restart would wait that long to be used again. Overridable.
+            ("reconnect.backoff.max.ms".to_string(), "1000".to_string()),
         ];
         let optional = [
             ("sasl.mechanism", &self.kafka_sasl_mechanism),
