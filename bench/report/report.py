@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The combined benchmark report of `make bench`.
 
-Reads the newest result of each part (api, cdc, freshness, operator, kind) written
+Reads the newest result of each part (api, cdc, freshness, rebuild, operator, kind) written
 under bench/results/ since --since (a Unix time; `make bench` passes the time
 it started), and writes
 
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-PARTS = ("api", "cdc", "freshness", "operator", "kind")
+PARTS = ("api", "cdc", "freshness", "rebuild", "operator", "kind")
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MATPLOTLIB = "matplotlib>=3.7,<4"
 VENV_FLAG = "PAYSTREAM_BENCH_REPORT_IN_VENV"
@@ -428,6 +428,11 @@ def key_ratios(parts):
         r["operator_pipelines_largest_over_smallest"] = ratio(op[-1]["pipelines"], op[0]["pipelines"])
     for row in kind_results(parts["kind"]) if parts.get("kind") else []:
         r[f"kind_{int(row['count'])}_operator_over_pods_ceiling"] = row["ratio"]
+    if parts.get("rebuild"):
+        rb = parts["rebuild"]
+        r["rebuild_replay_over_kafka_read_ceiling"] = ratio(num(rb.get("median_records_per_sec")),
+                                                            num(rb.get("median_ceiling_records_per_sec")))
+        r["rebuild_replay_over_target"] = ratio(num(rb.get("median_records_per_sec")), num(rb.get("target_records_per_sec")))
     return {k: v for k, v in r.items() if v is not None}
 
 
@@ -450,6 +455,11 @@ def behind(parts):
                 f"API cached reads at {c:,} connections reach {fmt_ratio(ratio(cr, ce))} of the HTTP ceiling "
                 f"({fmt(cr)} against {fmt(ce)} req/s)."
             )
+    rb = parts.get("rebuild") or {}
+    rate, target = num(rb.get("median_records_per_sec")), num(rb.get("target_records_per_sec"))
+    if rate is not None and target is not None and rate < target:
+        out.append(f"Read-model rebuild: {fmt(rate, 0)} records/s against the target of {fmt(target, 0)} "
+                   f"(the bare Kafka read reached {fmt(num(rb.get('median_ceiling_records_per_sec')), 0)}).")
     if parts.get("cdc"):
         e = cdc_engines(parts["cdc"])
         ps, dz = e.get("paystream", {}), e.get("debezium", {})
@@ -988,10 +998,36 @@ def section_kind(d, plots):
     return lines + [""]
 
 
+def section_rebuild(d, plots):
+    """The rebuild part: the consumer's replay rate next to a bare read of
+    the same topics in the same run, and the target."""
+    lines = ["## Read-model rebuild after Redis lost its data", ""]
+    rounds = [r for r in d.get("rounds") or [] if isinstance(r, dict)]
+    if not rounds:
+        return lines + ["The rebuild result has no rounds.", ""]
+    lines += [
+        f"{fmt(num(d.get('rows')), 0)} purchases; FLUSHALL of the consumer's private Redis, then the time until its "
+        "marks say the model is complete. Replay rate = records the consumer read over the time from its first replay "
+        "to complete; the ceiling is a bare read_committed client reading the same topics from their beginning in the "
+        f"same run. Median of {len(rounds)} rounds.",
+        "",
+        "| | records/s | ratio |",
+        "| --- | ---: | ---: |",
+        f"| consumer replay | {fmt(num(d.get('median_records_per_sec')), 0)} | |",
+        f"| ceiling: bare Kafka read | {fmt(num(d.get('median_ceiling_records_per_sec')), 0)} | "
+        f"{fmt_ratio(ratio(num(d.get('median_records_per_sec')), num(d.get('median_ceiling_records_per_sec'))))} |",
+        f"| target | {fmt(num(d.get('target_records_per_sec')), 0)} | "
+        f"{fmt_ratio(ratio(num(d.get('median_records_per_sec')), num(d.get('target_records_per_sec'))))} |",
+        "",
+        f"From the flush to a complete model (median, includes noticing the loss): {fmt(num(d.get('median_from_flush_secs')))} s.",
+    ]
+    return lines + [""]
+
+
 SECTIONS = {"api": section_api, "freshness": section_freshness, "cdc": section_cdc, "operator": section_operator,
-            "kind": section_kind}
+            "kind": section_kind, "rebuild": section_rebuild}
 MAKE_TARGET = {"api": "make bench-api", "cdc": "make bench-cdc", "freshness": "make bench-freshness",
-               "operator": "make bench-operator", "kind": "make bench-kind"}
+               "operator": "make bench-operator", "kind": "make bench-kind", "rebuild": "make bench-rebuild"}
 
 
 def build(results_dir, since, stamp, plots_enabled=True, plot_note=None):

@@ -293,6 +293,19 @@ class Parts(unittest.TestCase):
 
 
 class Build(unittest.TestCase):
+    def test_rebuild(self):
+        d = {"rows": 1000, "median_records_per_sec": 20000.0, "median_ceiling_records_per_sec": 80000.0,
+             "target_records_per_sec": 50000.0, "median_from_flush_secs": 1.5,
+             "rounds": [{"round": 1, "records_per_sec": 20000.0}]}
+        r = report.key_ratios({"rebuild": d})
+        self.assertAlmostEqual(r["rebuild_replay_over_kafka_read_ceiling"], 0.25)
+        self.assertAlmostEqual(r["rebuild_replay_over_target"], 0.4)
+        self.assertTrue(any("Read-model rebuild" in b for b in report.behind({"rebuild": d})))
+        self.assertFalse(report.behind({"rebuild": dict(d, median_records_per_sec=60000.0)}))
+        md = "\n".join(report.section_rebuild(d, {}))
+        self.assertIn("| consumer replay | 20,000 |", md)
+        self.assertIn("The rebuild result has no rounds.", "\n".join(report.section_rebuild({}, {})))
+
     def test_missing_parts_are_reported_not_fatal(self):
         with tempfile.TemporaryDirectory() as d:
             write(os.path.join(d, "freshness-x.json"), json.dumps(FRESH))

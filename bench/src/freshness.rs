@@ -103,7 +103,7 @@ pub struct Args {
     api: String,
 }
 
-fn release_bin(name: &str) -> String {
+pub(crate) fn release_bin(name: &str) -> String {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
         format!(
             "{}/.cache/paystream/target",
@@ -698,7 +698,7 @@ fn check_binary(path: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(p)
 }
 
-async fn ready(what: &str, s: &mut Service) -> anyhow::Result<()> {
+pub(crate) async fn ready(what: &str, s: &mut Service) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         if s.readyz().await.0 == 200 {
@@ -1438,7 +1438,7 @@ async fn clear_redis(stack: &Stack, keys: &Keys) -> anyhow::Result<()> {
     }
 }
 
-async fn clear_kafka(scratch: &Scratch) -> anyhow::Result<()> {
+pub(crate) async fn clear_kafka(scratch: &Scratch) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;

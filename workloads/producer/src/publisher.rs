@@ -377,10 +377,11 @@ impl Publisher {
             Err(e) => Err(e),
         };
         if let Err(e) = committed {
-            if matches!(e, PublishError::Stalled { .. }) {
+            let stalled = matches!(e, PublishError::Stalled { .. });
+            if stalled {
                 self.metrics.error("kafka_stall");
             }
-            self.abandon().await;
+            self.abandon(!stalled).await;
             return Err(e);
         }
         self.metrics
@@ -388,15 +389,20 @@ impl Publisher {
         Ok(())
     }
 
-    /// Drops the open transaction: what is queued or in flight is purged and
-    /// the transaction aborted, if the coordinator answers within the stall
-    /// timeout (if not, the next session's `init_transactions` aborts it).
-    async fn abandon(&self) {
+    /// Drops the open transaction: what is queued or in flight is purged,
+    /// and the transaction aborted if `abort` (a broker that stopped
+    /// answering is not asked: the next session's `init_transactions` aborts
+    /// it once the broker is back, and asking would only add a timeout).
+    async fn abandon(&self, abort: bool) {
         let p = self.producer.clone();
         let stall = self.settings.stall_timeout;
         let aborted = tokio::task::spawn_blocking(move || {
             p.purge(PurgeConfig::default().queue().inflight());
-            p.abort_transaction(stall)
+            if abort {
+                p.abort_transaction(stall)
+            } else {
+                Ok(())
+            }
         })
         .await;
         if let Ok(Err(e)) = aborted {
