@@ -18,7 +18,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::*;
 use paystream_core::readmodel::{Keys, ModelStatus, PurchaseView, model_status};
 use paystream_testkit::Stack;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use tokio::time::Instant;
 
 use super::api::Api;
@@ -36,39 +36,8 @@ pub async fn mysql_views(
     db: &str,
     ids: &[u64],
 ) -> anyhow::Result<HashMap<u64, PurchaseView>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-    type Row = (
-        u64,
-        u64,
-        u64,
-        u32,
-        String,
-        String,
-        String,
-        String,
-        String,
-        u64,
-    );
-    let rows: Vec<Row> = c
-        .query(format!(
-            "SELECT id, user_id, package_id, quantity, CAST(amount AS CHAR), currency, CAST(status AS CHAR), \
-             DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ'), version \
-             FROM {db}.purchases WHERE id IN ({})",
-            list.join(",")
-        ))
-        .await?;
-    let mut out = HashMap::new();
-    for r in rows {
-        let v: PurchaseView = serde_json::from_value(json!({
-            "id": r.0, "user_id": r.1, "package_id": r.2, "quantity": r.3, "amount": r.4,
-            "currency": r.5, "status": r.6, "created_at": r.7, "updated_at": r.8, "version": r.9,
-        }))?;
-        out.insert(v.id, v);
-    }
-    Ok(out)
+    let rows = paystream_testkit::checker::mysql_purchases_in(c, db, Some(ids)).await?;
+    Ok(rows.into_iter().map(|v| (v.id, v)).collect())
 }
 
 /// Whether an API answer is wrong given MySQL's row read after it: newer
@@ -352,6 +321,7 @@ async fn check(ctx: &ReaderCtx, mysql: &mut Option<Conn>, views: &[PurchaseView]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn view(id: u64, version: u64, status: &str) -> PurchaseView {
         serde_json::from_value(json!({

@@ -93,6 +93,24 @@ fn decimal(s: &str) -> Result<rust_decimal::Decimal, CheckError> {
 
 /// Purchases of `db` as the read model should show them.
 pub async fn mysql_purchases(mysql: &mut Conn, db: &str) -> Result<Vec<PurchaseView>, CheckError> {
+    mysql_purchases_in(mysql, db, None).await
+}
+
+/// Purchases of `db` whose id is in `ids` (every purchase for `None`), as
+/// the read model should show them.
+pub async fn mysql_purchases_in(
+    mysql: &mut Conn,
+    db: &str,
+    ids: Option<&[u64]>,
+) -> Result<Vec<PurchaseView>, CheckError> {
+    let filter = match ids {
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => {
+            let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+            format!(" WHERE id IN ({})", list.join(","))
+        }
+        None => String::new(),
+    };
     type Row = (
         u64,
         u64,
@@ -109,7 +127,7 @@ pub async fn mysql_purchases(mysql: &mut Conn, db: &str) -> Result<Vec<PurchaseV
         .query(format!(
             "SELECT id, user_id, package_id, quantity, CAST(amount AS CHAR), currency, \
              CAST(status AS CHAR), DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
-             DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ'), version FROM {db}.purchases"
+             DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ'), version FROM {db}.purchases{filter}"
         ))
         .await?;
     rows.into_iter()
